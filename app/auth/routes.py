@@ -1,0 +1,34 @@
+"""Login and logout pages for store users."""
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from app import audit
+from app.auth import bp
+from app.auth.login import authenticate, end_session, start_session
+from app.forms import ConfirmForm, LoginForm
+from app.models import StoreStatus, User
+from app.urls import safe_next
+
+GENERIC_FAILURE = "Invalid email or password."
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = authenticate(User, form.email.data, form.password.data, "login")
+        if user is not None:
+            start_session(user, store_epoch=StoreStatus.get().session_epoch)
+            return redirect(safe_next(request.args.get("next")) or url_for("admin.index"))
+        flash(GENERIC_FAILURE, "error")
+    status = 400 if request.method == "POST" else 200
+    return render_template("auth/login.html", form=form), status
+
+
+@bp.post("/logout")
+def logout():
+    form = ConfirmForm()
+    if form.validate_on_submit() and current_user.is_authenticated:
+        audit.record("logout")
+        end_session(current_user)
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,26 @@
+"""Models: the store's (backed up and restored) and the platform's (never restored)."""
+from app.models.platform import AuditEvent, JobRun, MaintainerNetwork, PlatformOperator, StoreStatus
+from app.models.store import (
+    ROLES,
+    Cart,
+    CartLine,
+    Order,
+    OrderLine,
+    Product,
+    ProductImage,
+    Setting,
+    User,
+)
+
+
+def store_metadata():
+    """The metadata holding exactly the store tables: what a backup captures."""
+    from app.extensions import db
+
+    return db.metadatas[None]
+
+
+__all__ = [
+    "ROLES", "User", "Product", "ProductImage", "Order", "OrderLine", "Cart", "CartLine", "Setting",
+    "MaintainerNetwork", "PlatformOperator", "AuditEvent", "JobRun", "StoreStatus", "store_metadata",
+]

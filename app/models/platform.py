@@ -1,0 +1,112 @@
+"""Platform models: they live in the platform database and no restore ever touches them."""
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.extensions import db
+from app.models.store import new_token, utcnow
+
+
+class PlatformModel(db.Model):
+    __abstract__ = True
+    __bind_key__ = "platform"
+
+
+class MaintainerNetwork(PlatformModel):
+    __tablename__ = "maintainer_networks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cidr: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(200))
+    added_by: Mapped[str] = mapped_column(String(255))
+    added_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class PlatformOperator(UserMixin, PlatformModel):
+    __tablename__ = "platform_operators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    session_token: Mapped[str] = mapped_column(String(64), default=new_token)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    is_super_admin = False
+    role = "platform_operator"
+
+    def set_password(self, password):
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password):
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_active(self):
+        return self.active
+
+    def get_id(self):
+        return f"operator:{self.id}:{self.session_token}"
+
+
+class AuditEvent(PlatformModel):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(255))  # "user:email", "operator:email", "cli", "anonymous"
+    client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(500), default="")
+    outcome: Mapped[str] = mapped_column(String(20))  # success / failure / denied
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class JobRun(PlatformModel):
+    """One export, backup or restore run; the id is the RQ job id."""
+
+    __tablename__ = "job_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # export / backup / restore / inspect
+    parts: Mapped[str] = mapped_column(String(20), default="")
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    started_by: Mapped[str] = mapped_column(String(255))
+    client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    archive_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class StoreStatus(PlatformModel):
+    """Operational state of the store that must survive a restore: maintenance and session epoch."""
+
+    __tablename__ = "store_status"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
+    maintenance_reason: Mapped[str] = mapped_column(String(200), default="")
+    # A maintenance flag left by a dead worker lifts itself after this moment.
+    maintenance_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Part of every store session id: bumping it logs every store user out (after a restore).
+    session_epoch: Mapped[int] = mapped_column(Integer, default=1)
+
+    @classmethod
+    def get(cls):
+        """The store's status; an unsaved default when none was written yet (reading never writes)."""
+        return db.session.get(cls, 1) or cls(id=1, maintenance=False, session_epoch=1)
+
+    @classmethod
+    def for_update(cls):
+        """The status row, added to the session so the caller can change and commit it."""
+        status = db.session.get(cls, 1)
+        if status is None:
+            status = cls(id=1, maintenance=False, session_epoch=1)
+            db.session.add(status)
+        return status

@@ -1,0 +1,1 @@
+"""Who may do what, from where: roles, the client IP and maintainer networks."""

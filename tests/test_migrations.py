@@ -1,0 +1,36 @@
+"""`flask db upgrade` creates exactly the schema the models describe, on SQLite and PostgreSQL."""
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from flask_migrate import upgrade
+
+from app import create_app
+from app.extensions import db
+from app.schema import code_revision
+from tests.conftest import app_overrides
+
+
+def schema_differences(app):
+    differences = {}
+    with app.app_context():
+        upgrade()
+        for bind_key, engine in db.engines.items():
+            with engine.connect() as connection:
+                context = MigrationContext.configure(connection)
+                differences[bind_key] = compare_metadata(context, db.metadatas[bind_key])
+                assert context.get_current_revision() == code_revision()
+        db.session.remove()
+        for engine in db.engines.values():
+            engine.dispose()
+    return differences
+
+
+def test_migrations_match_models_on_sqlite(tmp_path, redis_url):
+    app = create_app("testing", app_overrides(tmp_path, redis_url))
+    assert schema_differences(app) == {None: [], "platform": []}
+
+
+@pytest.mark.postgres
+def test_migrations_match_models_on_postgresql(tmp_path, redis_url, postgres_database):
+    app = create_app("testing", app_overrides(tmp_path, redis_url, SQLALCHEMY_DATABASE_URI=postgres_database))
+    assert schema_differences(app) == {None: [], "platform": []}

@@ -1,0 +1,62 @@
+"""Login and logout for store users and platform operators."""
+from app.extensions import db
+from app.models import AuditEvent
+from tests.conftest import csrf_token_from, login
+
+
+def test_login_and_logout(client):
+    response = login(client, "super_admin@test.example")
+    assert response.status_code == 302 and response.headers["Location"] == "/admin/"
+    assert client.get("/admin/").status_code == 200
+    token = csrf_token_from(client.get("/admin/"))
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/admin/").status_code == 302
+
+
+def test_logout_makes_an_old_cookie_worthless(app, client):
+    login(client, "super_admin@test.example")
+    stolen = client.get_cookie("session").value
+    token = csrf_token_from(client.get("/admin/"))
+    client.post("/logout", data={"csrf_token": token})
+    thief = app.test_client()
+    thief.set_cookie("session", stolen)
+    assert thief.get("/admin/").status_code == 302
+
+
+def test_same_message_for_unknown_email_and_wrong_password(app, client):
+    unknown = login(client, "nobody@test.example")
+    wrong = login(client, "super_admin@test.example", password="wrong")
+    assert unknown.status_code == wrong.status_code == 400
+    assert b"Invalid email or password." in unknown.data and b"Invalid email or password." in wrong.data
+    with app.app_context():
+        outcomes = db.session.scalars(db.select(AuditEvent.outcome).where(AuditEvent.action == "login")).all()
+    assert outcomes == ["failure", "failure"]
+
+
+def test_login_needs_csrf_token(client):
+    response = client.post("/login", data={"email": "super_admin@test.example", "password": "correct horse battery"})
+    assert response.status_code == 400
+    assert client.get("/admin/").status_code == 302
+
+
+def test_login_session_is_renewed(client):
+    client.get("/login")
+    before = client.get_cookie("session").value
+    login(client, "super_admin@test.example")
+    assert client.get_cookie("session").value != before
+
+
+def test_next_parameter_only_goes_local(client):
+    page = client.get("/login?next=//evil.example/")
+    token = csrf_token_from(page)
+    response = client.post("/login?next=//evil.example/", data={
+        "email": "super_admin@test.example", "password": "correct horse battery", "csrf_token": token})
+    assert response.headers["Location"] == "/admin/"
+
+
+def test_operator_login_is_separate(client):
+    assert login(client, "operator@test.example").status_code == 400  # not a store user
+    assert login(client, "super_admin@test.example", path="/platform/login").status_code == 400
+    assert login(client, "operator@test.example", path="/platform/login").status_code == 302
+    assert client.get("/platform/maintainers").status_code == 200
+    assert client.get("/admin/").status_code == 302  # an operator is not a store user
