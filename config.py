@@ -53,6 +53,10 @@ class Config:
     JOB_TIMEOUT_RESTORE = _env_int("JOB_TIMEOUT_RESTORE", 6 * 3600)
     RQ_QUEUE = _env("RQ_QUEUE", "backup")
 
+    # Failed logins allowed per client IP and per account before a 429 (Flask-Limiter syntax).
+    LOGIN_LIMIT_PER_IP = _env("LOGIN_LIMIT_PER_IP", "20 per 5 minutes")
+    LOGIN_LIMIT_PER_ACCOUNT = _env("LOGIN_LIMIT_PER_ACCOUNT", "5 per 15 minutes")
+
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = False

@@ -5,7 +5,7 @@ from pathlib import Path
 from flask import Flask, render_template, request
 from flask_login import current_user
 
-from app.extensions import csrf, db, htmx, login_manager, migrate
+from app.extensions import csrf, db, htmx, limiter, login_manager, migrate
 from config import CONFIGS, ProductionConfig
 
 
@@ -15,6 +15,9 @@ def create_app(config_name=None, overrides=None):
         ProductionConfig.check(None)
     app = Flask(__name__, template_folder="../templates", static_folder="../static",
                 instance_path=str(Path(__file__).resolve().parent.parent / "instance"))
+    from app.backup.uploads import UploadRequest
+
+    app.request_class = UploadRequest
     app.config.from_object(config_class)
     app.config.update(overrides or {})
     for key in ("UPLOADS_DIR", "BACKUPS_DIR"):
@@ -26,6 +29,8 @@ def create_app(config_name=None, overrides=None):
         _tune_sqlite(db.engines.values())
     migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"))
     csrf.init_app(app)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", _limiter_storage(app.config.get("REDIS_URL")))
+    limiter.init_app(app)
     htmx.init_app(app)
     _init_login(app)
 
@@ -43,6 +48,9 @@ def create_app(config_name=None, overrides=None):
     app.before_request(access_control)
     _register_errors(app)
     _register_cli(app)
+    from app import filters
+
+    filters.register(app)
 
     @app.context_processor
     def inject_access():
@@ -58,6 +66,13 @@ def _ensure_sqlite_folders(app):
     for url in urls:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _limiter_storage(url):
+    """Throttling state lives in Redis; only the embedded-Redis demo keeps it in memory."""
+    if not url:
+        return "memory://"
+    return "redis+unix://" + url.removeprefix("unix://") if url.startswith("unix://") else url
 
 
 def _tune_sqlite(engines):
@@ -111,7 +126,18 @@ def _register_errors(app):
             return render_template("errors/_alert.html", status=status, message=description), status
         return render_template("errors/error.html", status=status, message=description), status
 
-    for status in (400, 401, 403, 404, 405, 413, 429, 500, 503):
+    from flask_limiter.errors import RateLimitExceeded
+
+    @app.errorhandler(RateLimitExceeded)
+    def too_many_attempts(error):
+        from app import audit
+
+        audit.record("login.throttled", target=request.form.get("email", "")[:255], outcome="denied",
+                     actor="anonymous")
+        error.description = "Too many failed login attempts. Wait a few minutes and try again."
+        return render_error(error, 429)
+
+    for status in (400, 401, 403, 404, 405, 413, 500, 503):
         app.register_error_handler(status, lambda error, status=status: render_error(error, status))
 
     from flask_wtf.csrf import CSRFError

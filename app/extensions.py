@@ -1,5 +1,6 @@
 """Flask extensions, created unbound; create_app() binds them."""
 from flask_htmx import HTMX
+from flask_limiter import Limiter
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -20,3 +21,13 @@ migrate = Migrate(render_as_batch=True)
 login_manager = LoginManager()
 csrf = CSRFProtect()
 htmx = HTMX()
+
+
+def _client_ip_key():
+    from app.security.access import client_ip_text
+
+    return client_ip_text()
+
+
+# Login throttling, keyed by the same client-IP helper as the gate and the audit log.
+limiter = Limiter(key_func=_client_ip_key, default_limits=[], headers_enabled=False)

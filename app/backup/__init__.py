@@ -6,7 +6,10 @@ from app.security.access import GATES, store_admin_gate
 bp = Blueprint("backup", __name__, url_prefix="/admin/tools/backup")
 
 # Endpoints a super-admin may use from anywhere; every other one needs a maintainer network.
-MAINTAINER_EXEMPT = frozenset({"backup.index"})
+# Those serving both exports and backups check the archive's kind themselves (require_maintainer).
+MAINTAINER_EXEMPT = frozenset({
+    "backup.index", "backup.start_export", "backup.run_status", "backup.download_archive", "backup.delete_archive",
+})
 
 GATES["backup"] = store_admin_gate(MAINTAINER_EXEMPT)
 

@@ -78,10 +78,14 @@ class JobRun(PlatformModel):
     client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     archive_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What the job needs to know (ids and choices, never secrets); the RQ job carries only this row's id.
+    options: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    ACTIVE_STATES = ("queued", "started")
 
 
 class StoreStatus(PlatformModel):

@@ -2,6 +2,7 @@
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from app.auth.throttle import throttled
 from app.auth.login import authenticate, end_session, start_session
 from app.extensions import db
 from app.forms import ConfirmForm, LoginForm, MaintainerNetworkForm
@@ -14,6 +15,7 @@ from app.urls import safe_next
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@throttled
 def login():
     form = LoginForm()
     if form.validate_on_submit():

@@ -165,6 +165,7 @@ def upgrade_platform():
     sa.Column('client_ip', sa.String(length=64), nullable=True),
     sa.Column('archive_name', sa.String(length=255), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('options', sa.JSON(), nullable=True),
     sa.Column('result', sa.JSON(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('started_at', sa.DateTime(), nullable=True),

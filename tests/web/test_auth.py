@@ -60,3 +60,34 @@ def test_operator_login_is_separate(client):
     assert login(client, "operator@test.example", path="/platform/login").status_code == 302
     assert client.get("/platform/maintainers").status_code == 200
     assert client.get("/admin/").status_code == 302  # an operator is not a store user
+
+
+def test_failed_logins_are_throttled_per_account(app, client, redis_url):
+    from tests.conftest import client_at
+
+    app.config["LOGIN_LIMIT_PER_ACCOUNT"] = "3 per 15 minutes"
+    for _ in range(3):
+        assert login(client, "admin@test.example", password="wrong").status_code == 400
+    throttled = login(client, "admin@test.example", password="wrong")
+    assert throttled.status_code == 429 and b"Too many failed login attempts" in throttled.data
+    # Even the right password is refused for this account now, from another address too.
+    elsewhere = client_at(app, "192.0.2.99")
+    assert login(elsewhere, "admin@test.example").status_code == 429
+    # Other accounts are not affected.
+    assert login(elsewhere, "manager@test.example").status_code == 302
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(AuditEvent)
+                                 .where(AuditEvent.action == "login.throttled")) >= 2
+
+
+def test_failed_logins_are_throttled_per_address(app, client):
+    app.config["LOGIN_LIMIT_PER_IP"] = "4 per 5 minutes"
+    for n in range(4):
+        assert login(client, f"nobody{n}@test.example", password="wrong").status_code == 400
+    assert login(client, "super_admin@test.example").status_code == 429
+
+
+def test_successful_logins_are_not_counted(app, client):
+    app.config["LOGIN_LIMIT_PER_ACCOUNT"] = "2 per 15 minutes"
+    for _ in range(4):
+        assert login(client, "super_admin@test.example").status_code == 302

@@ -1,0 +1,196 @@
+"""Dump store tables to the portable row format and load them back, per engine.
+
+PostgreSQL moves rows with COPY in both directions; other engines stream rows through a
+DBAPI cursor in large batches. Loading happens inside a transaction the caller owns.
+"""
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from app.snapshot import tablecodec
+from app.snapshot.errors import RestoreFailed
+
+BATCH_ROWS = 5000
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """Replace a column's value in exports: always, or only where the boolean column ``when_true`` is true."""
+
+    table: str
+    column: str
+    value: str
+    when_true: str | None = None
+
+
+def table_columns(table):
+    return [{"name": c.name, "type": tablecodec.type_tag(c.type)} for c in table.columns]
+
+
+def _selected_columns(table, redactions):
+    """The SELECT list of a dump: each column, or its redacted replacement."""
+    rules = {r.column: r for r in redactions if r.table == table.name}
+    selected = []
+    for column in table.columns:
+        rule = rules.get(column.name)
+        if rule is None:
+            selected.append(column)
+        elif rule.when_true:
+            selected.append(sa.case((table.c[rule.when_true].is_(True), sa.literal(rule.value)),
+                                    else_=column).label(column.name))
+        else:
+            selected.append(sa.literal(rule.value, type_=column.type).label(column.name))
+    return selected
+
+
+def dump_table(connection, table, write, redactions=(), on_rows=None):
+    """Write every row of ``table`` in the portable format through ``write(bytes)``; return the row count."""
+    query = sa.select(*_selected_columns(table, redactions))
+    # Literal binds: only our own redaction constants, quoted by SQLAlchemy; COPY takes no parameters.
+    sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        if connection.dialect.name == "postgresql":
+            return _dump_copy(cursor, sql, write, on_rows)
+        return _dump_cursor(cursor, sql, table, write, on_rows)
+    finally:
+        cursor.close()
+
+
+def _dump_copy(cursor, sql, write, on_rows):
+    rows = 0
+    with cursor.copy(f"COPY ({sql}) TO STDOUT") as copy:
+        for chunk in copy:
+            data = bytes(chunk)
+            write(data)
+            rows += data.count(b"\n")
+            if on_rows:
+                on_rows(rows)
+    return rows
+
+
+def _dump_cursor(cursor, sql, table, write, on_rows):
+    """Raw DBAPI rows in large batches: SQLAlchemy's result processing would only be undone by rendering."""
+    renderers = [tablecodec.renderer(tablecodec.type_tag(c.type)) for c in table.columns]
+    render_row = tablecodec.render_row
+    rows = 0
+    cursor.execute(sql)
+    while batch := cursor.fetchmany(BATCH_ROWS):
+        write(b"".join(render_row(values, renderers) for values in batch))
+        rows += len(batch)
+        if on_rows:
+            on_rows(rows)
+    return rows
+
+
+def delete_all(connection, tables):
+    """Empty the store's tables inside the caller's transaction (children first)."""
+    if connection.dialect.name == "postgresql":
+        names = ", ".join(connection.dialect.identifier_preparer.format_table(t) for t in tables)
+        connection.exec_driver_sql(f"TRUNCATE {names}")
+        return
+    for table in reversed(tables):
+        connection.execute(table.delete())
+
+
+def load_table(connection, table, columns, chunks, expected_rows, on_rows=None):
+    """Load one table from a stream of portable-format bytes; the row count must match the manifest."""
+    if connection.dialect.name == "postgresql":
+        rows = _load_copy(connection, table, columns, chunks, on_rows)
+    else:
+        rows = _load_cursor(connection, table, columns, chunks, on_rows)
+    if rows != expected_rows:
+        raise RestoreFailed(f"Table {table.name}: the archive declares {expected_rows} rows but holds {rows}; "
+                            "the restore was rolled back and the store is unchanged.")
+    return rows
+
+
+def _load_copy(connection, table, columns, chunks, on_rows):
+    preparer = connection.dialect.identifier_preparer
+    names = ", ".join(preparer.quote(c) for c in columns)
+    cursor = connection.connection.driver_connection.cursor()
+    rows = 0
+    with cursor.copy(f"COPY {preparer.format_table(table)} ({names}) FROM STDIN") as copy:
+        for chunk in chunks:
+            copy.write(chunk)
+            rows += chunk.count(b"\n")
+            if on_rows:
+                on_rows(rows)
+    return rows
+
+
+def _load_cursor(connection, table, columns, chunks, on_rows):
+    dialect = connection.dialect
+    parsers, binds = [], []
+    for name in columns:
+        column = table.c[name]
+        parsers.append(tablecodec.parser(tablecodec.type_tag(column.type)))
+        binds.append(column.type.dialect_impl(dialect).bind_processor(dialect))
+    converters = [(i, bind) for i, bind in enumerate(binds) if bind is not None]
+    cursor = connection.connection.driver_connection.cursor()
+    sql = _positional_insert(dialect, table, columns)
+    rows, batch, pending = 0, [], b""
+    for chunk in chunks:
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            values = tablecodec.parse_line(line, parsers)
+            for i, bind in converters:
+                if values[i] is not None:
+                    values[i] = bind(values[i])
+            batch.append(values)
+        if len(batch) >= BATCH_ROWS:
+            cursor.executemany(sql, batch)
+            rows += len(batch)
+            batch = []
+            if on_rows:
+                on_rows(rows)
+    if pending:
+        raise RestoreFailed(f"Table {table.name}: the data ends in the middle of a row; the restore was rolled back.")
+    if batch:
+        cursor.executemany(sql, batch)
+        rows += len(batch)
+    cursor.close()
+    return rows
+
+
+def _positional_insert(dialect, table, columns):
+    """INSERT text built from our own schema's names (never the archive's), for a positional DBAPI."""
+    marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
+    if marker is None:
+        raise RestoreFailed(f"The {dialect.name} driver's parameter style {dialect.paramstyle!r} is not supported.")
+    preparer = dialect.identifier_preparer
+    names = ", ".join(preparer.quote(c) for c in columns)
+    return f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES ({', '.join([marker] * len(columns))})"
+
+
+def reset_sequences(connection, tables):
+    """Make the next generated ids follow the restored rows."""
+    if connection.dialect.name == "postgresql":
+        for table in tables:
+            for column in table.primary_key.columns:
+                if not isinstance(column.type, sa.Integer):
+                    continue
+                sequence = connection.scalar(sa.text("SELECT pg_get_serial_sequence(:t, :c)"),
+                                             {"t": table.name, "c": column.name})
+                if sequence:
+                    connection.execute(sa.select(sa.func.setval(
+                        sa.literal(sequence), sa.func.coalesce(sa.select(sa.func.max(column)).scalar_subquery(), 1),
+                        sa.select(sa.func.max(column)).scalar_subquery().is_not(None))))
+    elif connection.dialect.name == "sqlite":
+        has_sequence = connection.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='sqlite_sequence'").first()
+        if has_sequence:
+            for table in tables:
+                pk = list(table.primary_key.columns)
+                if len(pk) == 1 and isinstance(pk[0].type, sa.Integer):
+                    top = connection.scalar(sa.select(sa.func.max(pk[0])))
+                    connection.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name = ?", (table.name,))
+                    if top is not None:
+                        connection.exec_driver_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)",
+                                                   (table.name, top))
+
+
+def count_rows(connection, tables):
+    return {t.name: connection.scalar(sa.select(sa.func.count()).select_from(t)) for t in tables}

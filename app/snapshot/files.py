@@ -1,0 +1,150 @@
+"""The files part: pack the uploads folder, and restore it through a staging folder and renames."""
+import hashlib
+import os
+import secrets
+import shutil
+import stat
+from pathlib import Path
+
+from app.snapshot.container import check_member_name
+from app.snapshot.errors import ArchiveInvalid, InsufficientSpace, RestoreFailed, UnsafeArchive
+
+PREFIX = "files/"
+CHUNK = 1024 * 1024
+FREE_SPACE_MARGIN = 64 * 1024 * 1024
+
+
+def scan(uploads_dir):
+    """Regular files under the uploads folder as (member name, path, size), sorted; and what was skipped."""
+    root = Path(uploads_dir)
+    found, skipped = [], []
+    if not root.is_dir():
+        return found, skipped
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(folder, name)
+            relative = path.relative_to(root).as_posix()
+            st = path.lstat()
+            if not stat.S_ISREG(st.st_mode):
+                skipped.append(f"{relative} (not a regular file)")
+                continue
+            try:
+                member = check_member_name(PREFIX + relative)
+            except UnsafeArchive:
+                skipped.append(f"{relative!r} (a name that could not be restored safely)")
+                continue
+            found.append((member, path, st.st_size))
+    return found, skipped
+
+
+def pack(writer, uploads_dir, report):
+    """Copy every regular file into the archive, 1 MiB at a time; returns (file count, bytes, skipped)."""
+    found, skipped = scan(uploads_dir)
+    total = sum(size for _, _, size in found)
+    done = 0
+    for member, path, _ in found:
+        with open(path, "rb") as source, writer.member(member) as target:
+            while chunk := source.read(CHUNK):
+                target.write(chunk)
+                done += len(chunk)
+                report("files", done, total, "bytes")
+    return len(found), done, skipped
+
+
+def file_members(manifest):
+    return {name: meta for name, meta in manifest["members"].items() if name.startswith(PREFIX)}
+
+
+def check_layout(members):
+    """A file and a folder of the same name cannot both be restored."""
+    files = {name[len(PREFIX):] for name in members}
+    for name in files:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in files:
+                raise UnsafeArchive(f"The archive has both a file and a folder named {'/'.join(parts[:i])!r}; "
+                                    "it was refused and nothing was changed.")
+
+
+def check_space(target_dir, needed):
+    probe = Path(target_dir)
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed + FREE_SPACE_MARGIN > free:
+        raise InsufficientSpace(f"Restoring the files needs {needed / 1e6:.0f} MB but only {free / 1e6:.0f} MB "
+                                "are free next to the uploads folder; nothing was changed. Free some space and try again.")
+
+
+def copy_member(reader, name, meta, out, report=None, progress=(0, 0)):
+    """Stream a member into ``out`` (or nowhere), checking its size and SHA-256 against the manifest."""
+    sha = hashlib.sha256()
+    size = 0
+    done, total = progress
+    try:
+        with reader.open(name, meta["size"]) as stream:
+            while chunk := stream.read(CHUNK):
+                size += len(chunk)
+                if size > meta["size"]:
+                    break
+                sha.update(chunk)
+                if out is not None:
+                    out.write(chunk)
+                if report:
+                    report("verify" if out is None else "staging", done + size, total, "bytes")
+    except (OSError, ValueError, EOFError) as error:
+        raise ArchiveInvalid(f"The archive is damaged at {name!r} ({error}); nothing was changed.") from None
+    if size != meta["size"] or sha.hexdigest() != meta["sha256"]:
+        raise ArchiveInvalid(f"The archive member {name!r} does not match its checksum: the file is corrupted. "
+                             "Nothing was changed.")
+    return size
+
+
+class StagedFiles:
+    """The uploads folder rebuilt beside the live one, swapped in by renames, and undone on failure."""
+
+    def __init__(self, uploads_dir):
+        self.uploads = Path(uploads_dir)
+        token = secrets.token_hex(4)
+        self.staging = self.uploads.with_name(f".{self.uploads.name}.restore-{token}")
+        self.old = self.uploads.with_name(f".{self.uploads.name}.old-{token}")
+        self.swapped = False
+
+    def extract(self, reader, members, report):
+        total = sum(meta["size"] for meta in members.values())
+        check_space(self.uploads.parent, total)
+        self.staging.mkdir(mode=0o700, parents=True)
+        done = 0
+        for name, meta in sorted(members.items()):
+            target = self.staging / name[len(PREFIX):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # O_EXCL and O_NOFOLLOW: nothing in the fresh staging folder may be reused or followed.
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as out:
+                done += copy_member(reader, name, meta, out, report, (done, total))
+
+    def swap_in(self):
+        if self.uploads.exists():
+            os.rename(self.uploads, self.old)
+        try:
+            os.rename(self.staging, self.uploads)
+        except OSError as error:
+            if self.old.exists():
+                os.rename(self.old, self.uploads)
+            raise RestoreFailed(f"Could not move the restored files into place ({error}); the uploads folder "
+                                "was put back as it was.") from None
+        self.swapped = True
+
+    def undo(self):
+        """Put the old uploads folder back; drop whatever was staged."""
+        if self.swapped:
+            os.rename(self.uploads, self.staging)
+            if self.old.exists():
+                os.rename(self.old, self.uploads)
+            self.swapped = False
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def commit(self):
+        """The whole restore succeeded: the old tree can go (after the swap, so the store never waits on it)."""
+        shutil.rmtree(self.old, ignore_errors=True)

@@ -1,0 +1,28 @@
+"""The app a job runs in: the demo hands its own over; an `rq worker` process builds one."""
+import os
+
+_app = None
+_pid = None
+
+
+def use_app(app):
+    """Run jobs in this app (the demo: web and worker share one process and one embedded Redis)."""
+    global _app, _pid
+    _app, _pid = app, os.getpid()
+
+
+def worker_app():
+    global _app, _pid
+    if _app is None:
+        from app import create_app
+
+        _app, _pid = create_app(), os.getpid()
+    elif _pid != os.getpid():
+        # A forked work horse must not share the parent's database connections.
+        from app.extensions import db
+
+        with _app.app_context():
+            for engine in db.engines.values():
+                engine.dispose(close=False)
+        _pid = os.getpid()
+    return _app

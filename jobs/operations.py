@@ -1,0 +1,185 @@
+"""The job functions the worker runs: ids in, an app context, one engine call, progress into job.meta."""
+import logging
+import threading
+import time
+from datetime import timedelta
+
+from rq import get_current_job
+from sqlalchemy import update
+
+from jobs.context import worker_app
+
+log = logging.getLogger(__name__)
+
+META_INTERVAL = 0.5  # seconds between two progress writes to Redis
+
+
+def export_store(run_id):
+    return _execute(run_id, _export)
+
+
+def backup_store(run_id):
+    return _execute(run_id, _backup)
+
+
+def inspect_archive(run_id):
+    return _execute(run_id, _inspect)
+
+
+def restore_store(run_id):
+    return _execute(run_id, _restore)
+
+
+class Progress:
+    """The engine's progress callback: writes phase, counts and message into job.meta, at a bounded rate."""
+
+    def __init__(self, job):
+        self.job = job
+        self.last_write = 0.0
+        self.last_phase = None
+
+    def __call__(self, event):
+        now = time.monotonic()
+        if event.phase == self.last_phase and now - self.last_write < META_INTERVAL:
+            return
+        self.last_phase, self.last_write = event.phase, now
+        self.job.meta.update(phase=event.phase, done=event.done, total=event.total, unit=event.unit,
+                             message=event.message)
+        self.job.save_meta()
+
+    def say(self, phase, message):
+        self.job.meta.update(phase=phase, done=0, total=None, unit="", message=message)
+        self.job.save_meta()
+        self.last_phase, self.last_write = phase, time.monotonic()
+
+
+class Heartbeat(threading.Thread):
+    """Tells the web side this run's worker is alive; stops when the job ends or the horse dies."""
+
+    def __init__(self, app, job, run_id, extend_maintenance=False):
+        super().__init__(name=f"heartbeat-{run_id}", daemon=True)
+        from app.queue import HEARTBEAT_SECONDS, HEARTBEAT_TTL, heartbeat_key
+
+        self.app, self.redis, self.key = app, job.connection, heartbeat_key(run_id)
+        self.interval, self.ttl = HEARTBEAT_SECONDS, HEARTBEAT_TTL
+        self.extend_maintenance = extend_maintenance
+        self.stopped = threading.Event()
+
+    def beat(self):
+        self.redis.set(self.key, "1", ex=self.ttl)
+        if self.extend_maintenance:
+            from app.extensions import db
+            from app.models import StoreStatus
+            from app.models.store import utcnow
+
+            with self.app.app_context(), db.engines["platform"].begin() as connection:
+                connection.execute(update(StoreStatus).where(StoreStatus.maintenance.is_(True)).values(
+                    maintenance_until=utcnow() + timedelta(seconds=self.ttl * 4)))
+
+    def run(self):
+        while not self.stopped.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # a missed beat is not worth killing the job for
+                log.exception("heartbeat failed")
+
+    def stop(self):
+        self.stopped.set()
+        self.redis.delete(self.key)
+
+
+def _execute(run_id, work):
+    from app import audit
+    from app.backup.runs import finish_run
+    from app.extensions import db
+    from app.models import JobRun
+    from app.models.store import utcnow
+    from app.queue import LOCKING_KINDS, OperationLock
+    from app.snapshot import SnapshotError
+
+    app = worker_app()
+    job = get_current_job()
+    with app.app_context():
+        run = db.session.get(JobRun, run_id)
+        if run is None:
+            raise LookupError(f"No run {run_id} in the platform database; nothing was done.")
+        run.state, run.started_at = "started", utcnow()
+        db.session.commit()
+        heartbeat = Heartbeat(app, job, run_id, extend_maintenance=run.kind == "restore")
+        heartbeat.beat()
+        heartbeat.start()
+        actor, ip = run.started_by, run.client_ip
+        try:
+            result = work(app, run, Progress(job))
+        except Exception as error:
+            db.session.rollback()
+            message = str(error) if isinstance(error, SnapshotError) else (
+                f"Unexpected error ({type(error).__name__}: {error}). Nothing was changed; "
+                "the details are in the worker's log.")
+            finish_run(run, "failed", error=message)
+            audit.record(f"{run.kind}.finish", target=run.archive_name or run.parts, outcome="failure",
+                         detail=message, actor=actor, client_ip=ip)
+            raise
+        finally:
+            heartbeat.stop()
+            if run.kind in LOCKING_KINDS:
+                OperationLock(job.connection, app.config["STORE_NAME"]).release(run_id)
+        finish_run(run, "finished", result=result)
+        audit.record(f"{run.kind}.finish", target=run.archive_name or run.parts, detail=f"run {run_id}",
+                     actor=actor, client_ip=ip)
+        return result
+
+
+def _created_by(run):
+    return run.started_by.split(":", 1)[-1]
+
+
+def _export(app, run, progress):
+    from app.backup import service
+
+    path = service.export(created_by=_created_by(run), progress=progress)
+    run.archive_name = path.name
+    return {"archive": path.name, "size": path.stat().st_size}
+
+
+def _backup(app, run, progress):
+    from app.backup import service
+
+    path = service.backup(run.parts, created_by=_created_by(run), progress=progress)
+    run.archive_name = path.name
+    return {"archive": path.name, "size": path.stat().st_size}
+
+
+def _inspect(app, run, progress):
+    from app.backup import review, service, uploads
+
+    progress.say("verify", "Checking the archive's signature, checksums and contents")
+    summary = service.inspect(uploads.source_path(run.options))
+    run.archive_name = run.options.get("name")
+    return {"summary": review.summary_dict(summary), "current": review.compare_with_store(summary)}
+
+
+def _restore(app, run, progress):
+    from app.backup import service, uploads
+    from app.extensions import db
+    from app.maintenance import set_maintenance
+    from app.models import StoreStatus
+
+    options = run.options
+    source = uploads.source_path(options)
+    run.archive_name = options.get("name")
+    safety = None
+    if options.get("safety"):
+        progress.say("safety", "Taking a safety backup of the current store")
+        safety = service.backup(run.parts, created_by=_created_by(run), progress=progress, safety=True,
+                                label="Safety backup before restore").name
+    progress.say("maintenance", "Putting the storefront into maintenance")
+    set_maintenance(True, "restore", ttl_seconds=120)
+    try:
+        result = service.restore(source, run.parts, progress=progress)
+        status = StoreStatus.for_update()
+        status.session_epoch += 1  # every store session from before the restore is over
+        db.session.commit()
+    finally:
+        set_maintenance(False)
+    return {"restored": run.parts, "safety_backup": safety, "details": result}
