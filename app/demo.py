@@ -1,4 +1,5 @@
 """The one-process demo: embedded Redis, the web server in a thread, an RQ worker in the main thread."""
+import os
 import threading
 
 from werkzeug.serving import make_server
@@ -28,16 +29,20 @@ def banner(url):
 
 
 def run_demo(app, host, port):
-    from jobs.context import use_app
+    from rq.worker import SpawnWorker
+
+    from app.queue import redis_url
     from jobs.worker import make_worker
 
     get_redis(app)  # start the embedded Redis before anything needs it
-    use_app(app)  # work horses fork from here and run jobs in this app
+    # Work horses are spawned, not forked: forking a process whose web threads may be inside
+    # SQLite leaves the child with locks nobody will release. They find Redis through this.
+    os.environ["REDIS_URL"] = redis_url(app)
     server = make_server(host, port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
     thread.start()
     print(banner(f"http://{host}:{port}"), flush=True)
-    worker = make_worker(app)
+    worker = make_worker(app, worker_class=SpawnWorker)
     try:
         worker.work(with_scheduler=False, logging_level="WARNING")
     finally:

@@ -20,5 +20,5 @@ class JobsOnlyJob(Job):
         return super().func
 
 
-def make_worker(app):
-    return Worker([get_queue(app)], connection=get_redis(app), serializer=SERIALIZER, job_class=JobsOnlyJob)
+def make_worker(app, worker_class=Worker):
+    return worker_class([get_queue(app)], connection=get_redis(app), serializer=SERIALIZER, job_class=JobsOnlyJob)

@@ -24,7 +24,21 @@ def login():
             return redirect(safe_next(request.args.get("next")) or url_for("admin.index"))
         flash(GENERIC_FAILURE, "error")
     status = 400 if request.method == "POST" else 200
-    return render_template("auth/login.html", form=form), status
+    return render_template("auth/login.html", form=form, restored_at=_recent_restore()), status
+
+
+def _recent_restore():
+    """When a restore just ended every session, the login page says why the user is here."""
+    from datetime import timedelta
+
+    from app.extensions import db
+    from app.models import JobRun
+    from app.models.store import utcnow
+
+    return db.session.scalar(
+        db.select(JobRun.ended_at).where(JobRun.kind == "restore", JobRun.state == "finished",
+                                         JobRun.ended_at > utcnow() - timedelta(minutes=15))
+        .order_by(JobRun.ended_at.desc()).limit(1))
 
 
 @bp.post("/logout")

@@ -12,7 +12,7 @@ from app.models import Order, store_metadata
 def summary_dict(summary):
     """The engine's summary as JSON-able data for the run's result."""
     data = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else dict(summary)
-    return {key: (value.isoformat(sep=" ", timespec="seconds") if isinstance(value, datetime) else
+    return {key: (value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else
                   str(value) if isinstance(value, Path) else value) for key, value in data.items()}
 
 

@@ -62,6 +62,8 @@ def _start(kind, parts="", options=None):
         run = start_run(kind, actor=actor_name(), client_ip=client_ip_text(), parts=parts, options=options)
     except RunRefused as refusal:
         return _refusal(str(refusal))
+    if not htmx:  # without JavaScript: back to the page, whose card shows the run
+        return redirect(url_for("backup.index"))
     return _status_response(run)
 
 

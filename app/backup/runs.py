@@ -81,6 +81,8 @@ def reconcile(run):
     if run.state in FINAL_STATES:
         return run
     job = fetch_job(run.id)
+    if job is None and run.state == "queued" and _seconds_since(run.created_at) < HEARTBEAT_TTL:
+        return run  # between taking the lock and enqueueing: not lost, just young
     if job is None:
         finish_run(run, "lost", error="The job disappeared from the queue (Redis restarted or the job expired). "
                                       "Nothing was reported as done; check the store and start again.")

@@ -55,14 +55,20 @@ def is_operator():
 
 
 def deny_anonymous(login_endpoint):
-    """Anonymous users go to the login page; an HTMX request is told to go there."""
-    here = request.full_path.rstrip("?") if request.method == "GET" else None
-    login_url = url_for(login_endpoint, next=here)
+    """Anonymous users go to the login page; an HTMX request is told to send its page there."""
+    from urllib.parse import urlsplit
+
+    from app.urls import safe_next
+
     if htmx:
+        # Come back to the page the fragment was on, not to the fragment itself.
+        page = urlsplit(request.headers.get("HX-Current-URL", ""))
+        here = safe_next(page.path + (f"?{page.query}" if page.query else "")) if page.netloc == request.host else None
         response = current_app.response_class("", status=401)
-        response.headers["HX-Redirect"] = login_url
+        response.headers["HX-Redirect"] = url_for(login_endpoint, next=here)
         return response
-    return redirect(login_url)
+    here = request.full_path.rstrip("?") if request.method == "GET" else None
+    return redirect(url_for(login_endpoint, next=here))
 
 
 def deny(reason):

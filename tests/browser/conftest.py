@@ -110,6 +110,11 @@ def login(page, server, email="super@demo.test", password="demo1234"):
     page.wait_for_url(f"{server.url}/admin/")
 
 
+def open_wizard(page, server):
+    page.goto(f"{server.url}/admin/tools/backup/")
+    page.wait_for_function("window.htmx !== undefined")
+
+
 def screenshot(page, name):
     """Screenshots for people to look at, written only when SCREENSHOTS_DIR is set."""
     if SCREENSHOTS:
