@@ -33,3 +33,14 @@ def record(action, *, target="", outcome="success", detail="", actor=None, clien
     )
     with db.engines["platform"].begin() as connection:
         connection.execute(db.insert(AuditEvent), values)
+
+
+# What a store's super-admins see of the log: their store's snapshot operations.
+STORE_ACTIONS = ("export.", "backup.", "restore.", "inspect.", "archive.")
+
+
+def recent_events(prefixes=None, limit=200):
+    query = db.select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)
+    if prefixes:
+        query = query.where(db.or_(*[AuditEvent.action.startswith(p) for p in prefixes]))
+    return db.session.scalars(query).all()

@@ -9,6 +9,7 @@ bp = Blueprint("backup", __name__, url_prefix="/admin/tools/backup")
 # Those serving both exports and backups check the archive's kind themselves (require_maintainer).
 MAINTAINER_EXEMPT = frozenset({
     "backup.index", "backup.start_export", "backup.run_status", "backup.download_archive", "backup.delete_archive",
+    "backup.audit_log",
 })
 
 GATES["backup"] = store_admin_gate(MAINTAINER_EXEMPT)

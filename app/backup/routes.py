@@ -183,3 +183,8 @@ def _archive_or_404(name):
         if info.name == name:
             return info
     abort(404, description="No such archive in the backups folder.")
+
+
+@bp.get("/audit")
+def audit_log():
+    return render_template("backup/audit.html", events=audit.recent_events(audit.STORE_ACTIONS))

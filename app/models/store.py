@@ -4,7 +4,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, Numeric, String, Text
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, Numeric, String, Text, event
+from sqlalchemy.orm.base import NEVER_SET, NO_VALUE
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -137,3 +138,11 @@ class Setting(db.Model):
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text, default="")
     is_secret: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+@event.listens_for(User.role, "set")
+@event.listens_for(User.active, "set")
+def _end_sessions_on_privilege_change(user, value, old_value, _initiator):
+    """A role change or deactivation logs the user out everywhere: old sessions carry the old token."""
+    if old_value not in (NO_VALUE, NEVER_SET) and value != old_value:
+        user.session_token = new_token()

@@ -79,3 +79,8 @@ def _render_list(form, status=200, lockout_id=None):
         inside=is_maintainer_ip(),
         lockout_id=lockout_id,
     ), status
+
+
+@bp.get("/audit")
+def audit_log():
+    return render_template("platform/audit.html", events=audit.recent_events())

@@ -91,3 +91,22 @@ def test_successful_logins_are_not_counted(app, client):
     app.config["LOGIN_LIMIT_PER_ACCOUNT"] = "2 per 15 minutes"
     for _ in range(4):
         assert login(client, "super_admin@test.example").status_code == 302
+
+
+def test_role_change_and_deactivation_end_sessions(app, client, as_role):
+    from app.models import User
+
+    as_role("super_admin")
+    assert client.get("/admin/tools/backup/").status_code == 200
+    with app.app_context():
+        user = db.session.scalars(db.select(User).where(User.email == "super_admin@test.example")).one()
+        user.role = "admin"
+        db.session.commit()
+    assert client.get("/admin/tools/backup/").status_code == 302  # logged out, not merely forbidden
+
+    as_role("manager")
+    with app.app_context():
+        user = db.session.scalars(db.select(User).where(User.email == "manager@test.example")).one()
+        user.active = False
+        db.session.commit()
+    assert client.get("/admin/").status_code == 302
