@@ -29,10 +29,8 @@ def banner(url):
 
 
 def run_demo(app, host, port):
-    from rq.worker import SpawnWorker
-
     from app.queue import redis_url
-    from jobs.worker import make_worker
+    from jobs.worker import StoreSpawnWorker, make_worker
 
     get_redis(app)  # start the embedded Redis before anything needs it
     # Work horses are spawned, not forked: forking a process whose web threads may be inside
@@ -42,7 +40,7 @@ def run_demo(app, host, port):
     thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
     thread.start()
     print(banner(f"http://{host}:{port}"), flush=True)
-    worker = make_worker(app, worker_class=SpawnWorker)
+    worker = make_worker(app, worker_class=StoreSpawnWorker)
     try:
         worker.work(with_scheduler=False, logging_level="WARNING")
     finally:

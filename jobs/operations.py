@@ -110,6 +110,10 @@ def _execute(run_id, work):
         heartbeat.start()
         actor, ip = run.started_by, run.client_ip
         try:
+            if run.kind in LOCKING_KINDS:  # we hold the lock: nobody else is mid-restore
+                from app.backup import service
+
+                service.recover()
             result = work(app, run, Progress(job))
         except Exception as error:
             db.session.rollback()

@@ -56,3 +56,14 @@ def archive_path(name):
 
 def delete(name):
     snapshot.delete_archive(_config("BACKUPS_DIR"), name)
+
+
+def recover():
+    """Finish or undo a restore a killed worker left half-done (call only while holding the store's lock)."""
+    from app import audit
+    from app.snapshot import journal
+
+    actions = journal.recover(_config("UPLOADS_DIR"), db.engine)
+    for action in actions:
+        audit.record("restore.recover", detail=action, actor="worker")
+    return actions

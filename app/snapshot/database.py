@@ -151,6 +151,8 @@ def _load_cursor(connection, table, columns, chunks, on_rows):
     if batch:
         cursor.executemany(sql, batch)
         rows += len(batch)
+        if on_rows:
+            on_rows(rows)
     cursor.close()
     return rows
 

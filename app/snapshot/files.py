@@ -6,6 +6,7 @@ import shutil
 import stat
 from pathlib import Path
 
+from app.snapshot import journal
 from app.snapshot.container import check_member_name
 from app.snapshot.errors import ArchiveInvalid, InsufficientSpace, RestoreFailed, UnsafeArchive
 
@@ -106,15 +107,20 @@ class StagedFiles:
 
     def __init__(self, uploads_dir):
         self.uploads = Path(uploads_dir)
-        token = secrets.token_hex(4)
-        self.staging = self.uploads.with_name(f".{self.uploads.name}.restore-{token}")
-        self.old = self.uploads.with_name(f".{self.uploads.name}.old-{token}")
+        self.token = secrets.token_hex(8)
+        self.staging = self.uploads.with_name(f".{self.uploads.name}.restore-{self.token}")
+        self.old = self.uploads.with_name(f".{self.uploads.name}.old-{self.token}")
         self.swapped = False
+
+    def _journal(self, phase):
+        journal.write(self.uploads, self.token, phase=phase, staging=str(self.staging), old=str(self.old))
 
     def extract(self, reader, members, report):
         total = sum(meta["size"] for meta in members.values())
         check_space(self.uploads.parent, total)
-        self.staging.mkdir(mode=0o700, parents=True)
+        self.uploads.parent.mkdir(parents=True, exist_ok=True)
+        self._journal("staging")
+        self.staging.mkdir(mode=0o700)
         done = 0
         for name, meta in sorted(members.items()):
             target = self.staging / name[len(PREFIX):]
@@ -125,6 +131,7 @@ class StagedFiles:
                 done += copy_member(reader, name, meta, out, report, (done, total))
 
     def swap_in(self):
+        self._journal("swapped")  # from here on, recovery decides by the database's commit marker
         if self.uploads.exists():
             os.rename(self.uploads, self.old)
         try:
@@ -132,6 +139,7 @@ class StagedFiles:
         except OSError as error:
             if self.old.exists():
                 os.rename(self.old, self.uploads)
+            journal.remove(self.uploads, self.token)
             raise RestoreFailed(f"Could not move the restored files into place ({error}); the uploads folder "
                                 "was put back as it was.") from None
         self.swapped = True
@@ -144,7 +152,9 @@ class StagedFiles:
                 os.rename(self.old, self.uploads)
             self.swapped = False
         shutil.rmtree(self.staging, ignore_errors=True)
+        journal.remove(self.uploads, self.token)
 
     def commit(self):
         """The whole restore succeeded: the old tree can go (after the swap, so the store never waits on it)."""
         shutil.rmtree(self.old, ignore_errors=True)
+        journal.remove(self.uploads, self.token)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import zstandard
 
-from app.snapshot import container, database, files
+from app.snapshot import container, database, files, journal
 from app.snapshot.container import FORMAT, FORMAT_VERSION, KINDS, PARTS, Reader, Writer
 from app.snapshot.errors import (
     ArchiveInvalid, IncompatibleArchive, InsufficientSpace, RestoreFailed, SnapshotError, UnsafeArchive,
@@ -18,6 +18,11 @@ ZSTD_LEVEL = 3
 DEFAULT_MAX_MEMBERS = 1_000_000
 # A database member may not expand beyond this many times its compressed size (decompression bombs).
 MAX_EXPANSION = 200
+
+
+def store_tables(metadata):
+    """The tables an archive holds: the store's, in foreign-key order, never the engine's own marker."""
+    return [t for t in metadata.sorted_tables if t.name != journal.MARKER_TABLE]
 
 
 @dataclass
@@ -73,7 +78,7 @@ def create_archive(*, engine, metadata, uploads_dir, backups_dir, signing_key, s
     name = container.archive_name(store_name, kind, parts)
     final = backups / name
     temp = backups / f".{name}.part"
-    tables = metadata.sorted_tables
+    tables = store_tables(metadata)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "app_version": app_version,
         "schema_revision": schema_revision, "store": store_name, "kind": kind, "parts": parts,
@@ -225,7 +230,7 @@ def _check_tables(name, manifest, metadata):
     tables = manifest.get("tables")
     if not isinstance(tables, list):
         raise ArchiveInvalid(f"{name} has no table list in its manifest; nothing was changed.")
-    known = metadata.tables
+    known = {t.name: t for t in store_tables(metadata)}
     seen = set()
     for entry in tables:
         table = known.get(entry.get("name")) if isinstance(entry, dict) else None
@@ -288,6 +293,7 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
                     max_total_bytes=None, max_members=DEFAULT_MAX_MEMBERS, progress=None, _fail_after_rows=None):
     """Replace the chosen parts of the store; all of it happens, or none of it."""
     report = Reporter(progress)
+    journal.recover(uploads_dir, engine)
     summary = inspect_archive(path, signing_key=signing_key, schema_revision=schema_revision, metadata=metadata,
                               max_total_bytes=max_total_bytes, max_members=max_members, progress=progress)
     if summary.kind != "backup":
@@ -306,6 +312,7 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
                 raise
         try:
             if _has(parts, "database"):
+                journal.ensure_marker_table(engine)
                 _restore_database(reader, engine, metadata, staged, report, _fail_after_rows)
             elif staged is not None:
                 report("swap", 0, 1, "steps", "Moving the restored files into place", force=True)
@@ -323,7 +330,7 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
 
 
 def _restore_database(reader, engine, metadata, staged, report, fail_after_rows):
-    tables = metadata.sorted_tables
+    tables = store_tables(metadata)
     entries = {entry["name"]: entry for entry in reader.manifest["tables"]}
     total = sum(entry["rows"] for entry in entries.values())
     done = 0
@@ -343,6 +350,7 @@ def _restore_database(reader, engine, metadata, staged, report, fail_after_rows)
                     raise RestoreFailed("Injected failure (tests only); the restore was rolled back.")
             database.reset_sequences(connection, tables)
             if staged is not None:
+                journal.mark_committed(connection, staged.token)
                 report("swap", done, total, "rows", "Moving the restored files into place", force=True)
                 staged.swap_in()
             report("commit", done, total, "rows", "Committing", force=True)
