@@ -52,6 +52,8 @@ class Config:
     JOB_TIMEOUT_BACKUP = _env_int("JOB_TIMEOUT_BACKUP", 6 * 3600)
     JOB_TIMEOUT_RESTORE = _env_int("JOB_TIMEOUT_RESTORE", 6 * 3600)
     RQ_QUEUE = _env("RQ_QUEUE", "backup")
+    # Seconds after which a job whose worker died reads as lost and releases the store.
+    JOB_HEARTBEAT_TTL = _env_int("JOB_HEARTBEAT_TTL", 30)
 
     # Failed logins allowed per client IP and per account before a 429 (Flask-Limiter syntax).
     LOGIN_LIMIT_PER_IP = _env("LOGIN_LIMIT_PER_IP", "20 per 5 minutes")

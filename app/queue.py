@@ -7,10 +7,6 @@ from rq.serializers import JSONSerializer
 
 SERIALIZER = JSONSerializer
 
-# A running job refreshes its heartbeat every HEARTBEAT_SECONDS; when its worker dies the
-# heartbeat expires after HEARTBEAT_TTL, the run reads as lost and its lock can be taken over.
-HEARTBEAT_SECONDS = 5
-HEARTBEAT_TTL = 30
 # The lock's own expiry is only a last resort; liveness comes from the holder's job and heartbeat.
 LOCK_TTL = 24 * 3600
 RESULT_TTL = 7 * 24 * 3600
@@ -123,3 +119,9 @@ class OperationLock:
 
 def heartbeat_key(run_id):
     return f"run:{run_id}:alive"
+
+
+def heartbeat_ttl(app):
+    """A running job refreshes its heartbeat six times per TTL; when its worker dies the heartbeat
+    expires after the TTL, the run reads as lost, its lock can be taken over and maintenance lifts."""
+    return app.config["JOB_HEARTBEAT_TTL"]

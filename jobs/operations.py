@@ -12,6 +12,8 @@ from jobs.context import worker_app
 log = logging.getLogger(__name__)
 
 META_INTERVAL = 0.5  # seconds between two progress writes to Redis
+# Maintenance set by a restore lifts itself this many heartbeat TTLs after the last beat.
+MAINTENANCE_LEASE = 4
 
 
 def export_store(run_id):
@@ -58,10 +60,11 @@ class Heartbeat(threading.Thread):
 
     def __init__(self, app, job, run_id, extend_maintenance=False):
         super().__init__(name=f"heartbeat-{run_id}", daemon=True)
-        from app.queue import HEARTBEAT_SECONDS, HEARTBEAT_TTL, heartbeat_key
+        from app.queue import heartbeat_key, heartbeat_ttl
 
         self.app, self.redis, self.key = app, job.connection, heartbeat_key(run_id)
-        self.interval, self.ttl = HEARTBEAT_SECONDS, HEARTBEAT_TTL
+        self.ttl = heartbeat_ttl(app)
+        self.interval = max(self.ttl / 6, 0.5)
         self.extend_maintenance = extend_maintenance
         self.stopped = threading.Event()
 
@@ -74,7 +77,7 @@ class Heartbeat(threading.Thread):
 
             with self.app.app_context(), db.engines["platform"].begin() as connection:
                 connection.execute(update(StoreStatus).where(StoreStatus.maintenance.is_(True)).values(
-                    maintenance_until=utcnow() + timedelta(seconds=self.ttl * 4)))
+                    maintenance_until=utcnow() + timedelta(seconds=self.ttl * MAINTENANCE_LEASE)))
 
     def run(self):
         while not self.stopped.wait(self.interval):
@@ -178,7 +181,9 @@ def _restore(app, run, progress):
         safety = service.backup(run.parts, created_by=_created_by(run), progress=progress, safety=True,
                                 label="Safety backup before restore").name
     progress.say("maintenance", "Putting the storefront into maintenance")
-    set_maintenance(True, "restore", ttl_seconds=120)
+    from app.queue import heartbeat_ttl
+
+    set_maintenance(True, "restore", ttl_seconds=heartbeat_ttl(app) * MAINTENANCE_LEASE)
     try:
         result = service.restore(source, run.parts, progress=progress)
         status = StoreStatus.for_update()

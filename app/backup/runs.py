@@ -10,7 +10,7 @@ from app import audit
 from app.extensions import db
 from app.models import JobRun
 from app.models.store import utcnow
-from app.queue import HEARTBEAT_TTL, LOCKING_KINDS, SERIALIZER, OperationLock, enqueue, get_redis, heartbeat_key
+from app.queue import LOCKING_KINDS, SERIALIZER, OperationLock, enqueue, get_redis, heartbeat_key, heartbeat_ttl
 
 FINAL_STATES = ("finished", "failed", "lost")
 
@@ -81,7 +81,7 @@ def reconcile(run):
     if run.state in FINAL_STATES:
         return run
     job = fetch_job(run.id)
-    if job is None and run.state == "queued" and _seconds_since(run.created_at) < HEARTBEAT_TTL:
+    if job is None and run.state == "queued" and _seconds_since(run.created_at) < heartbeat_ttl(current_app):
         return run  # between taking the lock and enqueueing: not lost, just young
     if job is None:
         finish_run(run, "lost", error="The job disappeared from the queue (Redis restarted or the job expired). "
@@ -96,7 +96,7 @@ def reconcile(run):
         finish_run(run, "failed", error=f"The job was {status.value}.")
     elif status == JobStatus.FINISHED:
         db.session.refresh(run)
-    elif status == JobStatus.STARTED and not _alive(run.id) and _seconds_since(job.started_at) > HEARTBEAT_TTL:
+    elif status == JobStatus.STARTED and not _alive(run.id) and _seconds_since(job.started_at) > heartbeat_ttl(current_app):
         finish_run(run, "lost", error="The worker running this job stopped responding. Anything half-done was "
                                       "rolled back; check the store and start again.")
     return run

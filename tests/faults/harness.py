@@ -41,7 +41,7 @@ def metadata():
     return store_metadata()
 
 
-def fill(engine, uploads, orders=3000, files=40, seed=1):
+def fill(engine, uploads, orders=3000, files=40, seed=1, file_size=20_000):
     """A store with enough rows and files that a restore takes a few hundred milliseconds."""
     from datetime import datetime, timedelta
 
@@ -68,7 +68,7 @@ def fill(engine, uploads, orders=3000, files=40, seed=1):
     for i in range(1, files + 1):
         path = Path(uploads, "p", f"{i}.bin")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(rng.randbytes(20_000))
+        path.write_bytes(rng.randbytes(file_size))
 
 
 def damage(engine, uploads):

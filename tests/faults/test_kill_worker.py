@@ -1,0 +1,123 @@
+"""Kill a real `rq worker` (the production command) mid-restore: the run reads lost, the lock and
+the storefront are released, and the next worker leaves the store entirely before or after."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from redis import Redis
+from rq.job import Job
+
+from app.backup import service
+from app.backup.runs import reconcile, start_run
+from app.extensions import db
+from app.maintenance import in_maintenance
+from app.models import JobRun
+from app.queue import SERIALIZER
+from tests.conftest import app_overrides
+from tests.faults.harness import damage, fill, state
+
+pytestmark = pytest.mark.slow
+TTL = 2
+
+
+@pytest.fixture
+def worker_app(tmp_path, redis_url):
+    """An app whose configuration a separate worker process can rebuild from the environment."""
+    from app import create_app
+
+    with Redis.from_url(redis_url) as redis:
+        redis.flushdb()
+    keys = {"SECRET_KEY": "kill-test-secret", "BACKUP_SIGNING_KEY": "kill-test-signing", "JOB_HEARTBEAT_TTL": TTL}
+    app = create_app("testing", app_overrides(tmp_path / "instance", redis_url, **keys))
+    env = {**os.environ, "INSTANCE_DIR": str(tmp_path / "instance"), "REDIS_URL": redis_url,
+           **{k: str(v) for k, v in keys.items()}}
+    with app.app_context():
+        db.create_all()
+    app.worker_env = env
+    yield app
+    with app.app_context():
+        db.session.remove()
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+def rq_worker(env):
+    rq = Path(sys.executable).with_name("rq")
+    return subprocess.Popen([str(rq), "worker", "--serializer", "rq.serializers.JSONSerializer",
+                             "--worker-class", "jobs.worker.StoreWorker", "--job-class", "jobs.worker.JobsOnlyJob",
+                             "--url", env["REDIS_URL"], "backup"],
+                            cwd=Path(__file__).resolve().parents[2], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def kill_tree(process):
+    family = psutil.Process(process.pid).children(recursive=True) + [psutil.Process(process.pid)]
+    for p in family:
+        p.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def wait_for(condition, timeout=60, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.parametrize("phase", ["staging", "load"])
+def test_worker_killed_mid_restore(worker_app, redis_url, phase):
+    app = worker_app
+    uploads = Path(app.config["UPLOADS_DIR"])
+    with app.app_context():
+        fill(db.engine, uploads, orders=60_000, files=60, file_size=1_000_000)
+        after = state(db.engine, uploads)
+        archive = service.backup("both", created_by="test")
+        damage(db.engine, uploads)
+        before = state(db.engine, uploads)
+        with app.test_request_context():
+            run = start_run("restore", actor="user:super@test", client_ip="198.51.100.10", parts="both",
+                            options={"source": "kept", "name": archive.name, "safety": False})
+    redis = Redis.from_url(redis_url)
+    worker = rq_worker(app.worker_env)
+    try:
+        job = Job(run.id, connection=redis, serializer=SERIALIZER)
+        # Inspection ends with its own "done"; only the restore's later phases mean the kill is late.
+        later = {"staging": ("load", "swap", "commit"), "load": ("swap", "commit")}[phase]
+        wait_for(lambda: job.get_meta(refresh=True).get("phase") in (phase, *later))
+    finally:
+        kill_tree(worker)
+    assert job.get_meta(refresh=True).get("phase") == phase, "the kill came too late to prove anything"
+
+    with app.app_context(), app.test_request_context():
+        assert in_maintenance()
+        # Until the heartbeat runs out the run is still running; then it is lost, never done.
+        run_row = wait_for(lambda: reconcile(db.session.get(JobRun, run.id)).state == "lost" and
+                           db.session.get(JobRun, run.id), timeout=TTL * 10)
+        assert run_row.state == "lost" and run_row.error
+        wait_for(lambda: not in_maintenance(), timeout=TTL * 10)
+        # The lock is free: the next backup can start.
+        nxt = start_run("backup", actor="user:super@test", client_ip="198.51.100.10", parts="database")
+        assert nxt.state == "queued"
+
+    # The next worker recovers the half-done restore before anything else, then runs the backup.
+    worker = rq_worker(app.worker_env)
+    try:
+        with app.app_context():
+            wait_for(lambda: db.session.get(JobRun, nxt.id).state in ("finished", "failed") or
+                     db.session.expire_all(), timeout=60)
+            assert db.session.get(JobRun, nxt.id).state == "finished"
+            now = state(db.engine, uploads)
+    finally:
+        kill_tree(worker)
+    assert now in (before, after)
+    leftovers = [p.name for p in uploads.parent.iterdir() if p.name.startswith(".uploads")]
+    assert leftovers == []
