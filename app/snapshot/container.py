@@ -6,6 +6,7 @@ import re
 import secrets
 import stat
 import zipfile
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -137,12 +138,42 @@ class Reader:
             raise UnsafeArchive(f"The archive member {name!r} is {info.file_size} bytes but the manifest says "
                                 f"{expected_size}; it was refused and nothing was changed.")
         try:
-            return self.zip.open(info)
-        except (zipfile.BadZipFile, OSError, ValueError) as error:
+            return _MemberReader(self.zip.open(info), self.path.name, name)
+        except READ_ERRORS as error:
             raise ArchiveInvalid(f"{self.path.name} is damaged at {name!r} ({error}); nothing was changed.") from None
 
     def close(self):
         self.zip.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# What reading a damaged ZIP member can raise (a bad CRC is a BadZipFile, raised by the last read).
+READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+
+
+class _MemberReader:
+    """A member's data stream whose read errors say, in one line, that the archive is damaged."""
+
+    def __init__(self, stream, archive_name, member):
+        self.stream, self.archive_name, self.member = stream, archive_name, member
+
+    def read(self, size=-1):
+        try:
+            return self.stream.read(size)
+        except READ_ERRORS as error:
+            raise ArchiveInvalid(f"{self.archive_name} is damaged at {self.member!r} ({error}); it may be truncated "
+                                 "or corrupted. Nothing was changed.") from None
+
+    def readable(self):
+        return True
+
+    def close(self):
+        self.stream.close()
 
     def __enter__(self):
         return self

@@ -83,19 +83,20 @@ def copy_member(reader, name, meta, out, report=None, progress=(0, 0)):
     sha = hashlib.sha256()
     size = 0
     done, total = progress
-    try:
-        with reader.open(name, meta["size"]) as stream:
-            while chunk := stream.read(CHUNK):
-                size += len(chunk)
-                if size > meta["size"]:
-                    break
-                sha.update(chunk)
-                if out is not None:
+    with reader.open(name, meta["size"]) as stream:
+        while chunk := stream.read(CHUNK):
+            size += len(chunk)
+            if size > meta["size"]:
+                break
+            sha.update(chunk)
+            if out is not None:
+                try:
                     out.write(chunk)
-                if report:
-                    report("verify" if out is None else "staging", done + size, total, "bytes")
-    except (OSError, ValueError, EOFError) as error:
-        raise ArchiveInvalid(f"The archive is damaged at {name!r} ({error}); nothing was changed.") from None
+                except OSError as error:
+                    raise RestoreFailed(f"Writing the restored files failed ({error.strerror or error}); the "
+                                        "uploads folder was left as it was.") from None
+            if report:
+                report("verify" if out is None else "staging", done + size, total, "bytes")
     if size != meta["size"] or sha.hexdigest() != meta["sha256"]:
         raise ArchiveInvalid(f"The archive member {name!r} does not match its checksum: the file is corrupted. "
                              "Nothing was changed.")

@@ -1,5 +1,6 @@
 """The three operations: create an archive, inspect one completely, restore from one atomically."""
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +19,8 @@ ZSTD_LEVEL = 3
 DEFAULT_MAX_MEMBERS = 1_000_000
 # A database member may not expand beyond this many times its compressed size (decompression bombs).
 MAX_EXPANSION = 200
+# A temp archive untouched for this long belongs to a process that died; the next create removes it.
+STALE_PART_SECONDS = 3600
 
 
 def store_tables(metadata):
@@ -75,6 +78,7 @@ def create_archive(*, engine, metadata, uploads_dir, backups_dir, signing_key, s
     report = Reporter(progress)
     backups = Path(backups_dir)
     backups.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _remove_stale_parts(backups)
     name = container.archive_name(store_name, kind, parts)
     final = backups / name
     temp = backups / f".{name}.part"
@@ -111,6 +115,17 @@ def create_archive(*, engine, metadata, uploads_dir, backups_dir, signing_key, s
     return final
 
 
+def _remove_stale_parts(backups, older_than=STALE_PART_SECONDS):
+    """Temp files a killed process left behind (a live run touches its own at least every few seconds)."""
+    now = time.time()
+    for path in backups.glob(".*.part"):
+        try:
+            if path.is_file() and not path.is_symlink() and now - path.stat().st_mtime > older_than:
+                path.unlink()
+        except OSError:
+            pass
+
+
 def _dump_database(writer, engine, tables, redactions, report):
     entries = []
     with engine.connect() as connection, connection.begin():
@@ -135,6 +150,7 @@ def _dump_database(writer, engine, tables, redactions, report):
             entries.append({"name": table.name, "member": member, "rows": rows, "raw_bytes": counter.bytes,
                              "columns": database.table_columns(table)})
             done_before += rows
+        report("database", done_before, grand_total, "rows", "Database written", force=True)
     return entries
 
 
