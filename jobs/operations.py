@@ -98,7 +98,6 @@ def _execute(run_id, work):
     from app.models import JobRun
     from app.models.store import utcnow
     from app.queue import LOCKING_KINDS, OperationLock
-    from app.snapshot import SnapshotError
 
     app = worker_app()
     job = get_current_job()
@@ -120,9 +119,7 @@ def _execute(run_id, work):
             result = work(app, run, Progress(job))
         except Exception as error:
             db.session.rollback()
-            message = str(error) if isinstance(error, SnapshotError) else (
-                f"Unexpected error ({type(error).__name__}: {error}). Nothing was changed; "
-                "the details are in the worker's log.")
+            message = _failure_message(error)
             finish_run(run, "failed", error=message)
             audit.record(f"{run.kind}.finish", target=run.archive_name or run.parts, outcome="failure",
                          detail=message, actor=actor, client_ip=ip)
@@ -135,6 +132,20 @@ def _execute(run_id, work):
         audit.record(f"{run.kind}.finish", target=run.archive_name or run.parts, detail=f"run {run_id}",
                      actor=actor, client_ip=ip)
         return result
+
+
+def _failure_message(error):
+    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+
+    from app.snapshot import SnapshotError
+
+    if isinstance(error, SnapshotError):
+        return str(error)
+    if isinstance(error, (RedisConnectionError, RedisTimeoutError)):
+        return ("The job queue (Redis) stopped answering during the run, so it was stopped. Anything unfinished "
+                "was removed or rolled back; start again.")
+    return (f"Unexpected error ({type(error).__name__}: {error}). Nothing was changed; "
+            "the details are in the worker's log.")
 
 
 def _created_by(run):
@@ -161,7 +172,13 @@ def _inspect(app, run, progress):
     from app.backup import review, service, uploads
 
     progress.say("verify", "Checking the archive's signature, checksums and contents")
-    summary = service.inspect(uploads.source_path(run.options))
+    source = uploads.source_path(run.options)
+    try:
+        summary = service.inspect(source)
+    except service.SnapshotError:
+        if run.options.get("source") == "upload":
+            source.unlink(missing_ok=True)  # a refused upload is of no further use; keep nothing of it
+        raise
     run.archive_name = run.options.get("name")
     return {"summary": review.summary_dict(summary), "current": review.compare_with_store(summary)}
 

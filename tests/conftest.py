@@ -158,3 +158,18 @@ def postgres_database():
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def run_worker(app):
+    """Run every queued job to completion in a forked work horse, like production does (burst mode)."""
+    from jobs.context import use_app
+    from jobs.worker import make_worker
+
+    def run():
+        use_app(app)
+        worker = make_worker(app)
+        worker.work(burst=True, logging_level="ERROR", with_scheduler=False)
+        return worker
+
+    return run

@@ -1,7 +1,7 @@
 """The Backup & Restore wizard: Sidebar -> Tools -> Backup Data."""
 from flask import Blueprint
 
-from app.security.access import GATES, store_admin_gate
+from app.security.access import GATES, LARGE_BODIES, store_admin_gate
 
 bp = Blueprint("backup", __name__, url_prefix="/admin/tools/backup")
 
@@ -14,4 +14,6 @@ MAINTAINER_EXEMPT = frozenset({
 
 GATES["backup"] = store_admin_gate(MAINTAINER_EXEMPT)
 
-from app.backup import routes  # noqa: E402,F401
+from app.backup import routes  # noqa: E402
+
+LARGE_BODIES["backup.upload_restore"] = routes.prepare_upload

@@ -4,7 +4,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import abort, current_app, jsonify, redirect, render_template, request, send_file, url_for
-from flask_login import current_user
 
 from app import audit
 from app.audit import actor_name
@@ -86,15 +85,19 @@ def start_backup():
     return _start("backup", parts=parts)
 
 
-@bp.post("/restore/upload")
-def upload_restore():
-    # The gate has passed: only now may this request carry a large body.
+def prepare_upload():
+    """Run by the access hook after the gate, before the body is read (see LARGE_BODIES)."""
     request.max_content_length = current_app.config["MAX_UPLOAD_BYTES"]
-    incoming = uploads.incoming_dir()
     needed = request.content_length or 0
-    if needed and shutil.disk_usage(incoming).free - needed < uploads.FREE_SPACE_MARGIN:
+    if needed and shutil.disk_usage(uploads.incoming_dir()).free - needed < uploads.FREE_SPACE_MARGIN:
         return _refusal("There is not enough free disk space to receive this file; nothing was changed. "
                         "Free some space (e.g. delete old backups) and try again.", 507)
+    return None
+
+
+@bp.post("/restore/upload")
+def upload_restore():
+    # The body limit was raised, and free space checked, by prepare_upload before the body was read.
     upload = request.files.get("archive")
     if upload is None or not upload.filename:
         return _refusal("Choose a backup file to upload.", 400)

@@ -85,17 +85,26 @@ def outside_network_reason():
 # Each admin area's gate, by blueprint name; access_control() runs it before anything reads the body.
 GATES = {}
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Endpoints that may receive a large body: endpoint -> hook run after the gate and before CSRF
+# (which parses the body); it raises request.max_content_length and may refuse the body unread.
+LARGE_BODIES = {}
 
 
 def access_control():
     """The app-wide before_request hook: the area's gate (login, role, network), then CSRF.
 
     Flask-WTF's own hook is switched off (WTF_CSRF_CHECK_DEFAULT = False) because it would
-    parse the body of a request we are about to refuse.
+    parse the body of a request we are about to refuse. The global body limit stays small; a
+    LARGE_BODIES hook raises it for its one route, after the gate and before CSRF reads the body.
     """
     gate = GATES.get(request.blueprint)
     if gate is not None:
         refusal = gate()
+        if refusal is not None:
+            return refusal
+    large_body = LARGE_BODIES.get(request.endpoint)
+    if large_body is not None:
+        refusal = large_body()  # raises the size limit for this route, now that the gate has passed
         if refusal is not None:
             return refusal
     if request.method not in SAFE_METHODS:

@@ -1,4 +1,5 @@
 """The three operations: create an archive, inspect one completely, restore from one atomically."""
+import errno
 import os
 import time
 from dataclasses import dataclass, field
@@ -106,13 +107,24 @@ def create_archive(*, engine, metadata, uploads_dir, backups_dir, signing_key, s
         report("verify", 0, None, "members", "Checking the new archive", force=True)
         _verify_members(temp, signing_key)
         os.rename(temp, final)
-    except BaseException:
+    except BaseException as error:
         if writer is not None:
             writer.abort()
         temp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
+            raise _write_failed(error) from error
         raise
     report("done", 1, 1, "archives", name, force=True)
     return final
+
+
+def _write_failed(error):
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return InsufficientSpace(f"The backups folder is full ({reason}); the unfinished archive was removed and "
+                                 "the store was not changed. Free some space (e.g. delete old archives) and try again.")
+    return SnapshotError(f"Writing the archive failed ({reason}); the unfinished archive was removed and the store "
+                         "was not changed.")
 
 
 def _remove_stale_parts(backups, older_than=STALE_PART_SECONDS):
@@ -372,12 +384,20 @@ def _restore_database(reader, engine, metadata, staged, report, fail_after_rows)
             report("commit", done, total, "rows", "Committing", force=True)
             transaction.commit()
         except SnapshotError:
-            transaction.rollback()
+            _roll_back(transaction)
             raise
         except Exception as error:
-            transaction.rollback()
+            _roll_back(transaction)
             raise RestoreFailed(f"Loading the database failed ({type(error).__name__}: {_first_line(error)}); "
                                 "everything was rolled back and the store is unchanged.") from error
+
+
+def _roll_back(transaction):
+    """Roll back; a connection that is already gone was rolled back by the server when it dropped."""
+    try:
+        transaction.rollback()
+    except Exception:  # the original error is the one worth reporting
+        pass
 
 
 def _first_line(error):

@@ -4,8 +4,6 @@ As a script it kills at N random points: python -m tests.faults.harness --points
 """
 import argparse
 import hashlib
-import json
-import os
 import random
 import shutil
 import signal

@@ -1,14 +1,7 @@
 """Kill a real `rq worker` (the production command) mid-restore: the run reads lost, the lock and
 the storefront are released, and the next worker leaves the store entirely before or after."""
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 from redis import Redis
 from rq.job import Job
@@ -19,58 +12,10 @@ from app.extensions import db
 from app.maintenance import in_maintenance
 from app.models import JobRun
 from app.queue import SERIALIZER
-from tests.conftest import app_overrides
+from tests.faults.conftest import TTL, kill_tree, rq_worker, wait_for
 from tests.faults.harness import damage, fill, state
 
 pytestmark = pytest.mark.slow
-TTL = 2
-
-
-@pytest.fixture
-def worker_app(tmp_path, redis_url):
-    """An app whose configuration a separate worker process can rebuild from the environment."""
-    from app import create_app
-
-    with Redis.from_url(redis_url) as redis:
-        redis.flushdb()
-    keys = {"SECRET_KEY": "kill-test-secret", "BACKUP_SIGNING_KEY": "kill-test-signing", "JOB_HEARTBEAT_TTL": TTL}
-    app = create_app("testing", app_overrides(tmp_path / "instance", redis_url, **keys))
-    env = {**os.environ, "INSTANCE_DIR": str(tmp_path / "instance"), "REDIS_URL": redis_url,
-           **{k: str(v) for k, v in keys.items()}}
-    with app.app_context():
-        db.create_all()
-    app.worker_env = env
-    yield app
-    with app.app_context():
-        db.session.remove()
-        for engine in db.engines.values():
-            engine.dispose()
-
-
-def rq_worker(env):
-    rq = Path(sys.executable).with_name("rq")
-    return subprocess.Popen([str(rq), "worker", "--serializer", "rq.serializers.JSONSerializer",
-                             "--worker-class", "jobs.worker.StoreWorker", "--job-class", "jobs.worker.JobsOnlyJob",
-                             "--url", env["REDIS_URL"], "backup"],
-                            cwd=Path(__file__).resolve().parents[2], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def kill_tree(process):
-    family = psutil.Process(process.pid).children(recursive=True) + [psutil.Process(process.pid)]
-    for p in family:
-        p.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
-
-
-def wait_for(condition, timeout=60, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("timed out")
 
 
 @pytest.mark.parametrize("phase", ["staging", "load"])

@@ -1,15 +1,13 @@
 """Backup → damage → restore gives back every row and every file byte, on each engine and across them."""
 import os
 import stat
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from app.snapshot import IncompatibleArchive, RestoreFailed
+from app.snapshot import IncompatibleArchive, InsufficientSpace, RestoreFailed
 from app.snapshot.container import NAME_PATTERN
 from tests.faults.harness import damage, metadata
-from tests.snapshot.conftest import filled, new_store
 
 
 def round_trip(store):
@@ -139,7 +137,7 @@ def test_a_failed_create_leaves_no_archive_and_no_temp_file(sqlite_store):
         if event.phase == "files":
             raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(InsufficientSpace, match="full \\(No space left on device\\); the unfinished archive was removed"):
         sqlite_store.create("backup", "both", progress=explode)
     assert list(sqlite_store.backups.iterdir()) == []
 

@@ -1,0 +1,62 @@
+"""The backups folder's filesystem fills up during a backup: a clear error, the partial file is
+removed, the store is untouched. The filesystem is a real 3 MB tmpfs mounted for the test."""
+import os
+import subprocess
+from decimal import Decimal
+
+import pytest
+
+from app.extensions import db
+from app.models import JobRun, Product, ProductImage
+from tests.conftest import required
+from tests.faults.harness import state
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mountpoint)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        if required("CI"):
+            pytest.fail(f"cannot mount a tmpfs in CI: {result.stderr.strip()}")
+        pytest.skip(f"mounting a tmpfs needs root here: {result.stderr.strip()}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def test_a_full_disk_during_a_backup(app, client, as_role, small_filesystem, tmp_path, run_worker):
+    from tests.conftest import csrf_token_from
+
+    backups = small_filesystem / "backups"
+    app.config["BACKUPS_DIR"] = str(backups)
+    uploads = tmp_path / "uploads"
+    with app.app_context():
+        for n in range(8):  # 8 MB of incompressible images for a 3 MB filesystem
+            product = Product(sku=f"P-{n}", name=f"Product {n}", price=Decimal("2.00"))
+            product.images.append(ProductImage(path=f"products/{n}.bin", alt=""))
+            db.session.add(product)
+            (uploads / "products").mkdir(parents=True, exist_ok=True)
+            (uploads / "products" / f"{n}.bin").write_bytes(os.urandom(1024 * 1024))
+        db.session.commit()
+        before = state(db.engine, uploads)
+
+    as_role("super_admin")
+    token = csrf_token_from(client.get("/admin/tools/backup/"))
+    response = client.post("/admin/tools/backup/backup", data={"parts": "both", "csrf_token": token},
+                           headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    run_worker()
+
+    with app.app_context():
+        run = db.session.scalars(db.select(JobRun).where(JobRun.kind == "backup")).one()
+        assert run.state == "failed"
+        assert "The backups folder is full (No space left on device)" in run.error
+        assert "\n" not in run.error
+        assert [p.name for p in backups.iterdir() if p.is_file()] == []  # no archive, no .part
+        assert state(db.engine, uploads) == before
+        status = client.get(f"/admin/tools/backup/runs/{run.id}", headers={"Accept": "application/json"}).get_json()
+        assert status["state"] == "failed" and "full" in status["message"] and status["download_url"] is None

