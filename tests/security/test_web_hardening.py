@@ -1,0 +1,170 @@
+"""CSRF on every state-changing route, security headers, no inline script, cookies, and the
+worker's refusal to run anything but the jobs package."""
+import re
+from pathlib import Path
+
+import pytest
+
+from app.extensions import db
+from app.models import AuditEvent, JobRun, MaintainerNetwork
+from tests.conftest import client_at, csrf_token_from, login
+
+ROOT_DIR = Path(__file__).resolve().parents[2]
+
+SAMPLE = {"run_id": "0" * 32, "name": "test-store-backup-both-20260101T000000000000Z-abcdef.zip", "network_id": "1"}
+
+
+def post_endpoints(app):
+    for rule in app.url_map.iter_rules():
+        if "POST" in rule.methods:
+            yield rule.endpoint, re.sub(r"<(?:\w+:)?(\w+)>", lambda m: SAMPLE[m.group(1)], rule.rule)
+
+
+def signed_in_for(app, endpoint):
+    """A client allowed past the gate of this endpoint, so that only CSRF can stop it."""
+    client = client_at(app, "198.51.100.10")
+    if endpoint.startswith("platform.") and endpoint != "platform.login":
+        assert login(client, "operator@test.example", path="/platform/login").status_code == 302
+    elif endpoint not in ("auth.login", "platform.login"):
+        assert login(client, "super_admin@test.example").status_code == 302
+    return client
+
+
+def snapshot(app):
+    with app.app_context():
+        return (db.session.scalar(db.select(db.func.count()).select_from(JobRun)),
+                [n.cidr for n in db.session.scalars(db.select(MaintainerNetwork))])
+
+
+@pytest.mark.parametrize("token", ["missing", "wrong"])
+def test_every_state_changing_route_needs_the_csrf_token(app, token):
+    endpoints = list(post_endpoints(app))
+    assert {"backup.start_backup", "backup.confirm_restore", "platform.add_maintainer", "auth.logout"} <= \
+        {e for e, _ in endpoints}
+    for endpoint, url in endpoints:
+        client = signed_in_for(app, endpoint)
+        before = snapshot(app)
+        data = {"parts": "both", "cidr": "0.0.0.0/0", "label": "all", "email": "super_admin@test.example",
+                "password": "correct horse battery", "store_name": app.config["STORE_NAME"]}
+        if token == "wrong":
+            data["csrf_token"] = "not-the-token"
+        for headers in ({}, {"HX-Request": "true"}):
+            response = client.post(url, data=data, headers=headers)
+            assert response.status_code == 400, (endpoint, response.status_code)
+            assert b"security token" in response.data and b"Traceback" not in response.data
+        assert snapshot(app) == before, endpoint
+        if endpoint == "auth.logout":
+            assert client.get("/admin/tools/backup/").status_code == 200  # still signed in
+
+
+def test_htmx_requests_send_the_token_in_a_header(app, client, as_role):
+    as_role("super_admin")
+    page = client.get("/admin/tools/backup/")
+    header = re.search(rb'hx-headers=\'\{"X-CSRFToken": "([^"]+)"\}\'', page.data)
+    assert header, "the page does not give htmx the token header"
+    response = client.post("/admin/tools/backup/export",
+                           headers={"HX-Request": "true", "X-CSRFToken": header.group(1).decode()})
+    assert response.status_code == 200 and b'data-job-state="queued"' in response.data
+
+
+PAGES = ["/login", "/platform/login", "/", "/admin/tools/backup/", "/admin/tools/backup/audit"]
+
+
+def test_security_headers_on_every_page(app, client, as_role):
+    as_role("super_admin")
+    for url in PAGES:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        csp = response.headers["Content-Security-Policy"]
+        directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+        assert directives["script-src"] == "'self'" and directives["style-src"] == "'self'", url
+        assert directives["frame-ancestors"] == "'none'" and directives["default-src"] == "'self'"
+        assert "unsafe" not in csp
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Referrer-Policy"] == "same-origin"
+
+
+def test_pages_showing_archives_are_not_cached(app, client, as_role, runner):
+    made = runner.invoke(args=["backup", "create", "--parts", "database"]).output.strip().splitlines()[-1]
+    as_role("super_admin")
+    with app.test_request_context():
+        from app.backup.runs import start_run
+
+        run = start_run("backup", actor="user:super_admin@test.example", client_ip="198.51.100.10", parts="database")
+    for url in ["/admin/tools/backup/", f"/admin/tools/backup/runs/{run.id}",
+                f"/admin/tools/backup/archives/{Path(made).name}", "/admin/tools/backup/audit"]:
+        response = client.get(url)
+        response.close()
+        assert response.status_code == 200, url
+        assert response.headers["Cache-Control"] == "no-store", url
+
+
+def test_templates_hold_no_inline_script_or_style():
+    """The CSP forbids them; one would silently stop working in the browser."""
+    for template in Path(ROOT_DIR, "templates").rglob("*.html"):
+        text = template.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), template
+        assert not re.search(r"\son[a-z]+\s*=", text), template
+        assert not re.search(r"\sstyle\s*=|<style", text), template
+        assert "hx-on" not in text and "js:" not in text, template
+
+
+def test_htmx_is_configured_without_eval(app, client):
+    page = client.get("/login").data
+    config = re.search(rb'<meta name="htmx-config" content=\'([^\']+)\'', page)
+    import json
+
+    settings = json.loads(config.group(1))
+    assert settings["allowEval"] is False and settings["allowScriptTags"] is False and settings["selfRequestsOnly"]
+
+
+def test_session_cookie_flags(app, client):
+    page = client.get("/login")
+    response = client.post("/login", data={"email": "super_admin@test.example", "password": "correct horse battery",
+                                           "csrf_token": csrf_token_from(page)})
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_production_cookies_are_secure():
+    from config import ProductionConfig
+
+    assert ProductionConfig.SESSION_COOKIE_SECURE is True and ProductionConfig.REMEMBER_COOKIE_SECURE is True
+
+
+def test_production_refuses_to_start_without_its_keys(monkeypatch):
+    from app import create_app
+
+    for variable in ("SECRET_KEY", "BACKUP_SIGNING_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(Exception, match="SECRET_KEY|BACKUP_SIGNING_KEY"):
+        create_app("production")
+
+
+def test_the_worker_runs_nothing_outside_the_jobs_package(app, run_worker, tmp_path):
+    from app.queue import get_queue
+
+    marker = tmp_path / "pwned"
+    with app.app_context():
+        queue = get_queue(app)
+        for name in ("os.system", "subprocess.call", "jobs.worker.recover_after_crash"):
+            queue.enqueue(name, f"touch {marker}" if name != "jobs.worker.recover_after_crash" else None)
+    run_worker()
+    with app.app_context():
+        queue = get_queue(app)
+        assert queue.failed_job_registry.count == 3
+        for job_id in queue.failed_job_registry.get_job_ids():
+            assert "only functions of the jobs package run here" in queue.fetch_job(job_id).latest_result().exc_string
+    assert not marker.exists()
+
+
+def test_failed_logins_are_audited_with_a_generic_message(app, client):
+    page = client.get("/login")
+    for email in ("nobody@test.example", "super_admin@test.example"):
+        response = client.post("/login", data={"email": email, "password": "wrong", "csrf_token":
+                                               csrf_token_from(page)})
+        assert b"Invalid email or password." in response.data
+    with app.app_context():
+        failures = db.session.scalars(db.select(AuditEvent).where(AuditEvent.outcome == "failure")).all()
+        assert len(failures) >= 2 and all(e.client_ip == "198.51.100.10" for e in failures)
