@@ -168,3 +168,44 @@ def test_failed_logins_are_audited_with_a_generic_message(app, client):
     with app.app_context():
         failures = db.session.scalars(db.select(AuditEvent).where(AuditEvent.outcome == "failure")).all()
         assert len(failures) >= 2 and all(e.client_ip == "198.51.100.10" for e in failures)
+
+
+def test_job_arguments_carry_ids_not_secrets(app, client, as_role):
+    from redis import Redis
+
+    from app.queue import get_queue
+
+    as_role("super_admin")
+    token = csrf_token_from(client.get("/admin/tools/backup/"))
+    client.post("/admin/tools/backup/backup", data={"parts": "both", "csrf_token": token})
+    with app.app_context():
+        run = db.session.scalars(db.select(JobRun)).one()
+        job = get_queue(app).fetch_job(run.id)
+        assert job.func_name == "jobs.operations.backup_store" and job.args == [run.id] and not job.kwargs
+    with Redis.from_url(app.config["REDIS_URL"]) as redis:
+        stored = b"".join(redis.dump(k) or b"" for k in redis.keys("*"))
+    for secret in (app.config["SECRET_KEY"], app.config["BACKUP_SIGNING_KEY"]):
+        assert secret.encode() not in stored
+
+
+def test_text_from_archives_and_errors_is_escaped_in_fragments(app, client, as_role):
+    from app.backup.runs import finish_run, start_run
+
+    hostile = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+    as_role("super_admin")
+    with app.test_request_context():
+        failed = start_run("backup", actor="user:super_admin@test.example", client_ip="198.51.100.10", parts="both")
+        checked = start_run("inspect", actor="user:super_admin@test.example", client_ip="198.51.100.10",
+                            options={"source": "upload", "name": "x.zip", "original_name": hostile})
+        ids = failed.id, checked.id
+        finish_run(db.session.get(JobRun, failed.id), "failed", error=f"Refused {hostile}")
+        finish_run(db.session.get(JobRun, checked.id), "finished", result={"summary": {
+            "name": hostile, "kind": "backup", "parts": "both", "store": hostile, "created_at": "2026-01-01 00:00:00",
+            "created_by": hostile, "schema_revision": hostile, "app_version": "1", "source_engine": "sqlite",
+            "label": hostile, "safety": False, "row_counts": {hostile: 1}, "file_count": 1, "file_bytes": 1,
+            "archive_bytes": 1, "skipped": [hostile]}, "current": {"tables": {hostile: 2}, "files": 0, "losses": [hostile]}})
+    for run_id in ids:
+        page = client.get(f"/admin/tools/backup/runs/{run_id}", headers={"HX-Request": "true"})
+        assert page.status_code in (200, 286)
+        assert b"<script>alert" not in page.data and b"<img src=x" not in page.data
+        assert b"&lt;script&gt;alert(2)&lt;/script&gt;" in page.data
