@@ -185,9 +185,7 @@ def _inspect(app, run, progress):
 
 def _restore(app, run, progress):
     from app.backup import service, uploads
-    from app.extensions import db
     from app.maintenance import set_maintenance
-    from app.models import StoreStatus
 
     options = run.options
     source = uploads.source_path(options)
@@ -203,9 +201,7 @@ def _restore(app, run, progress):
     set_maintenance(True, "restore", ttl_seconds=heartbeat_ttl(app) * MAINTENANCE_LEASE)
     try:
         result = service.restore(source, run.parts, progress=progress)
-        status = StoreStatus.for_update()
-        status.session_epoch += 1  # every store session from before the restore is over
-        db.session.commit()
+        service.end_store_sessions()
     finally:
         set_maintenance(False)
     return {"restored": run.parts, "safety_backup": safety, "details": result}

@@ -93,6 +93,7 @@ def restore_command(file, parts, yes):
         service.restore(file, parts, progress=_progress())
     except SnapshotError as error:
         _fail("restore.finish", error, file.name)
+    service.end_store_sessions()
     audit.record("restore.finish", target=file.name, detail=parts, actor="cli")
     click.echo(f"Restored {parts} from {file.name}.")
 

@@ -46,6 +46,15 @@ def restore(path, parts, progress=None):
     return {"row_counts": result.row_counts, "file_count": result.file_count, "file_bytes": result.file_bytes}
 
 
+def end_store_sessions():
+    """After a restore every store session from before it is over (the users table was replaced)."""
+    from app.models import StoreStatus
+
+    status = StoreStatus.for_update()
+    status.session_epoch += 1
+    db.session.commit()
+
+
 def list_archives():
     return snapshot.list_archives(_config("BACKUPS_DIR"), signing_key=_config("BACKUP_SIGNING_KEY"))
 

@@ -1,0 +1,61 @@
+"""flask backup ...: the archive path on the last line; every failure one line on stderr, exit non-zero."""
+from pathlib import Path
+
+from app.extensions import db
+from app.models import AuditEvent, Product, StoreStatus
+
+
+def last_line(result):
+    return result.output.strip().splitlines()[-1]
+
+
+def test_export_create_list_inspect_delete(app, runner):
+    export = Path(last_line(runner.invoke(args=["backup", "export"])))
+    backup = Path(last_line(runner.invoke(args=["backup", "create", "--parts", "both"])))
+    assert export.is_file() and "-export-database-" in export.name
+    assert backup.is_file() and "-backup-both-" in backup.name
+    listing = runner.invoke(args=["backup", "list"])
+    assert listing.exit_code == 0 and export.name in listing.output and backup.name in listing.output
+    inspected = runner.invoke(args=["backup", "inspect", str(backup)])
+    assert inspected.exit_code == 0 and "a valid backup" in inspected.output and "users: 4 rows" in inspected.output
+    deleted = runner.invoke(args=["backup", "delete", export.name])
+    assert deleted.exit_code == 0 and not export.exists()
+
+
+def test_restore_needs_yes_and_ends_store_sessions(app, runner):
+    backup = last_line(runner.invoke(args=["backup", "create", "--parts", "database"]))
+    with app.app_context():
+        db.session.execute(db.delete(Product))
+        db.session.add(Product(sku="GONE", name="Added after the backup", price=1))
+        db.session.commit()
+        epoch = StoreStatus.get().session_epoch
+    refused = runner.invoke(args=["backup", "restore", backup, "--parts", "database"])
+    assert refused.exit_code == 2 and "--yes" in refused.output
+    with app.app_context():
+        assert db.session.scalar(db.select(Product.sku)) == "GONE"
+    done = runner.invoke(args=["backup", "restore", backup, "--parts", "database", "--yes"])
+    assert done.exit_code == 0, done.output
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Product).where(Product.sku == "GONE")) == 0
+        assert StoreStatus.get().session_epoch == epoch + 1
+        assert db.session.scalars(db.select(AuditEvent).where(AuditEvent.action == "restore.finish")).one().actor == "cli"
+
+
+def test_failures_are_one_line_and_exit_non_zero(app, runner, tmp_path):
+    export = last_line(runner.invoke(args=["backup", "export"]))
+    garbage = tmp_path / "garbage.zip"
+    garbage.write_bytes(b"not an archive")
+    cases = [
+        (["backup", "restore", export, "--parts", "database", "--yes"], "export, not a backup"),
+        (["backup", "inspect", str(garbage)], "not a readable backup archive"),
+        (["backup", "inspect", str(tmp_path / "missing.zip")], None),
+        (["backup", "delete", "../../etc/passwd"], "is not the name of an archive"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(args=args)
+        assert result.exit_code != 0, args
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error:"), (args, result.output)
+        assert "Traceback" not in result.output
+        if message:
+            assert message in result.output, (args, result.output)
