@@ -10,7 +10,9 @@ import sqlalchemy as sa
 from app.snapshot import tablecodec
 from app.snapshot.errors import RestoreFailed
 
-BATCH_ROWS = 5000
+FIRST_BATCH_ROWS = 1000
+MAX_BATCH_ROWS = 50_000
+DELETE_CHUNK = 20_000
 CHUNK = 1024 * 1024
 
 
@@ -69,23 +71,20 @@ def _dump_copy(cursor, sql, write, on_rows):
     if result.status != pq.ExecStatus.COPY_OUT:
         _drain(pgconn)
         raise RestoreFailed(f"COPY did not start: {(result.error_message or b'').decode(errors='replace').strip()}")
-    rows, pending, size = 0, [], 0
+    rows, block = 0, bytearray()
     get = pgconn.get_copy_data
     while True:
         nbytes, data = get(0)
         if nbytes < 0:
             break
-        pending.append(data)
-        size += nbytes
-        if size >= CHUNK:
-            block = b"".join(pending)
+        block += data  # copied at once: holding a million small message objects would cost far more
+        if len(block) >= CHUNK:
             write(block)
             rows += block.count(b"\n")
-            pending, size = [], 0
+            block.clear()
             if on_rows:
                 on_rows(rows)
-    if pending:
-        block = b"".join(pending)
+    if block:
         write(block)
         rows += block.count(b"\n")
         if on_rows:
@@ -104,14 +103,17 @@ def _drain(pgconn):
 
 
 def _dump_cursor(cursor, sql, table, write, on_rows):
-    """Raw DBAPI rows in large batches: SQLAlchemy's result processing would only be undone by rendering."""
+    """Raw DBAPI rows in batches of about CHUNK bytes (sized from the rows seen so far, so wide rows
+    do not make big batches): SQLAlchemy's result processing would only be undone by rendering."""
     renderers = [tablecodec.renderer(tablecodec.type_tag(c.type)) for c in table.columns]
     render_row = tablecodec.render_row
-    rows = 0
+    rows, size = 0, FIRST_BATCH_ROWS
     cursor.execute(sql)
-    while batch := cursor.fetchmany(BATCH_ROWS):
-        write(b"".join(render_row(values, renderers) for values in batch))
+    while batch := cursor.fetchmany(size):
+        data = b"".join(render_row(values, renderers) for values in batch)
+        write(data)
         rows += len(batch)
+        size = max(100, min(MAX_BATCH_ROWS, CHUNK * len(batch) // max(len(data), 1)))
         if on_rows:
             on_rows(rows)
     return rows
@@ -124,7 +126,19 @@ def delete_all(connection, tables):
         connection.exec_driver_sql(f"TRUNCATE {names}")
         return
     for table in reversed(tables):
-        connection.execute(table.delete())
+        if connection.dialect.name == "sqlite":
+            _delete_in_chunks(connection, table)
+        else:
+            connection.execute(table.delete())
+
+
+def _delete_in_chunks(connection, table, chunk=DELETE_CHUNK):
+    """SQLite with foreign keys on deletes row by row and first collects every rowid of a DELETE:
+    memory that grows with the table. Deleting a bounded chunk at a time keeps it flat."""
+    name = connection.dialect.identifier_preparer.format_table(table)
+    while connection.exec_driver_sql(
+            f"DELETE FROM {name} WHERE rowid IN (SELECT rowid FROM {name} LIMIT {int(chunk)})").rowcount:
+        pass
 
 
 def set_aside_constraints(connection, tables):
@@ -213,7 +227,7 @@ def _load_cursor(connection, table, columns, chunks, on_rows):
                 if values[i] is not None:
                     values[i] = bind(values[i])
             batch.append(values)
-        if len(batch) >= BATCH_ROWS:
+        if batch:  # one chunk (about CHUNK bytes of rows) per executemany: memory stays flat
             cursor.executemany(sql, batch)
             rows += len(batch)
             batch = []
