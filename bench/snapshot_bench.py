@@ -31,19 +31,11 @@ PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 KEY, REVISION = "bench-key", "bench-rev"
 SIZES = {"small": (50, 100, 1000), "large": (1024, 2048, 20000)}  # rows MB, files MB, file count
 MB = 1e6
+sys.path.insert(0, str(ROOT))
+from tests.faults.harness import make_engine  # noqa: E402  (the same engine settings as the fault tests)
 WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et "
          "dolore magna aliqua organic cotton linen wool blend hand made small batch shipping returns size colour "
          "medium large extra gift wrapped durable washable recycled packaging warranty").split()
-
-
-def make_engine(url):
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    if engine.dialect.name == "sqlite":
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection, _record):
-            dbapi_connection.execute("PRAGMA journal_mode=WAL")
-            dbapi_connection.execute("PRAGMA foreign_keys=ON")
-    return engine
 
 
 def store_tables():

@@ -134,20 +134,17 @@ def not_our_format(m, mf): mf["format"] = "something-else"
 def unknown_kind(m, mf): mf["kind"] = "full-disk-image"
 
 
-def unknown_table(m, mf):
-    member = Member("database/evil.tsv.zst", zstandard.ZstdCompressor().compress(b"1\tx\n"))
+def extra_table(m, mf, name, raw):
+    """A table member the engine never wrote, listed in the manifest as if it had."""
+    member = Member(f"database/{name}.tsv.zst", zstandard.ZstdCompressor().compress(raw))
     m.append(member)
     listed(mf, member)
-    mf["tables"].append({"name": "evil", "member": member.name, "rows": 1, "raw_bytes": 4,
+    mf["tables"].append({"name": name, "member": member.name, "rows": raw.count(b"\n"), "raw_bytes": len(raw),
                          "columns": [{"name": "id", "type": "integer"}]})
 
 
-def platform_table(m, mf):
-    member = Member("database/audit_events.tsv.zst", zstandard.ZstdCompressor().compress(b""))
-    m.append(member)
-    listed(mf, member)
-    mf["tables"].append({"name": "audit_events", "member": member.name, "rows": 0, "raw_bytes": 0,
-                         "columns": [{"name": "id", "type": "integer"}]})
+def unknown_table(m, mf): extra_table(m, mf, "evil", b"1\tx\n")
+def platform_table(m, mf): extra_table(m, mf, "audit_events", b"")
 
 
 def column_not_in_schema(m, mf):
@@ -175,38 +172,36 @@ def row_count_lies(m, mf):
     entry["rows"] -= 1
 
 
+def append_row(m, mf, table, line):
+    """One more row at the end of a table's data; the manifest's row count follows."""
+    _, _, raw = table_data(m, mf, table)
+    entry = next(t for t in mf["tables"] if t["name"] == table)
+    set_table_data(m, mf, table, raw + line, rows=entry["rows"] + 1)
+
+
 def row_breaks_primary_key(m, mf):
     _, _, raw = table_data(m, mf, "orders")
-    first = raw.split(b"\n")[0] + b"\n"
-    entry = next(t for t in mf["tables"] if t["name"] == "orders")
-    set_table_data(m, mf, "orders", raw + first, rows=entry["rows"] + 1)
+    append_row(m, mf, "orders", raw.split(b"\n")[0] + b"\n")
 
 
 def row_breaks_foreign_key(m, mf):
-    _, _, raw = table_data(m, mf, "order_lines")
-    entry = next(t for t in mf["tables"] if t["name"] == "order_lines")
-    set_table_data(m, mf, "order_lines", raw + b"7777777\t987654321\t\\N\t1\t1.00\n", rows=entry["rows"] + 1)
+    append_row(m, mf, "order_lines", b"7777777\t987654321\t\\N\t1\t1.00\n")
 
 
 def row_wrong_type(m, mf):
     _, _, raw = table_data(m, mf, "products")
-    line = raw.split(b"\n")[0].split(b"\t")
-    line[0], line[5] = b"424242", b"lots"  # stock is an integer column
-    entry = next(t for t in mf["tables"] if t["name"] == "products")
-    set_table_data(m, mf, "products", raw + b"\t".join(line) + b"\n", rows=entry["rows"] + 1)
+    fields = raw.split(b"\n")[0].split(b"\t")
+    fields[0], fields[5] = b"424242", b"lots"  # stock is an integer column
+    append_row(m, mf, "products", b"\t".join(fields) + b"\n")
 
 
 def row_with_sql_text(m, mf):
     """Not refused: SQL in a value is data. Restored literally; the users table survives."""
-    _, _, raw = table_data(m, mf, "settings")
-    entry = next(t for t in mf["tables"] if t["name"] == "settings")
-    set_table_data(m, mf, "settings", raw + b"evil\tx'); DROP TABLE users; --\tf\n", rows=entry["rows"] + 1)
+    append_row(m, mf, "settings", b"evil\tx'); DROP TABLE users; --\tf\n")
 
 
 def row_with_too_many_fields(m, mf):
-    _, _, raw = table_data(m, mf, "settings")
-    entry = next(t for t in mf["tables"] if t["name"] == "settings")
-    set_table_data(m, mf, "settings", raw + b"extra\tvalue\tf\tsurplus\n", rows=entry["rows"] + 1)
+    append_row(m, mf, "settings", b"extra\tvalue\tf\tsurplus\n")
 
 
 def corrupt_table_stream(m, mf):
