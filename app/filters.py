@@ -11,7 +11,9 @@ def filesize(value):
 
 
 def duration(seconds):
-    seconds = int(round(seconds or 0))
+    if (seconds or 0) < 1:
+        return "under a second"
+    seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds} s"
     minutes, seconds = divmod(seconds, 60)

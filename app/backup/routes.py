@@ -124,11 +124,17 @@ def confirm_restore(run_id):
     summary = (inspection.result or {}).get("summary", {})
     parts = request.form.get("parts", "")
     allowed = {"both": PARTS, "database": ("database",), "files": ("files",)}.get(summary.get("parts"), ())
+    problem = None
     if parts not in allowed:
-        return _refusal("Choose what to restore from the parts this archive contains.", 400)
-    if request.form.get("store_name", "").strip() != current_app.config["STORE_NAME"]:
-        return _refusal(f"Type the store's name, {current_app.config['STORE_NAME']}, to confirm the restore. "
-                        "Nothing was changed.", 400)
+        problem = "Choose what to restore from the parts this archive contains."
+    elif request.form.get("store_name", "").strip() != current_app.config["STORE_NAME"]:
+        problem = (f"Type the store's name, {current_app.config['STORE_NAME']}, to confirm the restore. "
+                   "Nothing was changed.")
+    if problem:
+        if htmx:  # keep the review and its form on screen, with the problem above the form
+            chosen = {"parts": parts, "safety": request.form.get("safety") == "y"}
+            return _status_response(inspection, form_error=problem, chosen=chosen, status=422)
+        return _refusal(problem, 400)
     options = dict(inspection.options, safety=request.form.get("safety") == "y", inspection=run_id)
     return _start("restore", parts=parts, options=options)
 
@@ -142,7 +148,7 @@ def run_status(run_id):
     return _status_response(run)
 
 
-def _status_response(run):
+def _status_response(run, form_error=None, chosen=None, status=None):
     view = progress_of(run)
     download_url = None
     if run.state == "finished" and run.kind in ("export", "backup") and run.archive_name:
@@ -151,7 +157,10 @@ def _status_response(run):
         return jsonify(state=view["state"], phase=view["phase"], percent=view["percent"], message=view["message"],
                        done=view["done"], total=view["total"], unit=view["unit"], download_url=download_url)
     body = render_template("backup/_status.html", run=run, view=view, download_url=download_url,
-                           store_name=current_app.config["STORE_NAME"], parts_choices=PARTS)
+                           store_name=current_app.config["STORE_NAME"], parts_choices=PARTS, form_error=form_error,
+                           chosen=chosen or {})
+    if status is not None:
+        return body, status
     if htmx and run.state in FINAL_STATES:
         return body, STOP_POLLING
     return body

@@ -69,6 +69,11 @@ def test_backup_damage_restore_from_the_downloaded_file(page, demo_server, tmp_p
     screenshot(page, "restore-review")
     page.check("#restore-status input[name=parts][value=both]")
     assert page.is_checked("#restore-status input[name=safety]")
+    page.fill("#restore-status input[name=store_name]", "demo-stor")  # a typo keeps the form, says why
+    page.click("#restore-status [data-action=restore]")
+    page.wait_for_selector("#restore-status [data-form-error]")
+    assert "Type the store's name" in page.inner_text("#restore-status [data-form-error]")
+    page.console_errors.clear()  # the 422 of the refused confirmation is logged by the browser
     page.fill("#restore-status input[name=store_name]", "demo-store")
     page.click("#restore-status [data-action=restore]")
     # The restore ends every session: the page is sent to the login form when it finishes.

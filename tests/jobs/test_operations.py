@@ -1,5 +1,6 @@
 """Export, backup, inspect and restore as real RQ jobs: progress, results, failures, lost jobs, the lock."""
 import io
+import re
 import threading
 import zipfile
 from datetime import timedelta
@@ -201,7 +202,20 @@ def test_restore_flow_brings_the_store_back(app, admin, store, run_worker):
 
     wrong = post(admin, f"/admin/tools/backup/restore/{inspection.id}/confirm",
                  {"parts": "both", "store_name": "not-the-store", "safety": "y"})
-    assert wrong.status_code == 400 and latest_run(app, "restore") is None
+    # A typo keeps the review and its form on screen, with the problem above the form.
+    assert wrong.status_code == 422 and latest_run(app, "restore") is None
+    assert b"data-form-error" in wrong.data and b"Type the store&#39;s name, demo-store" in wrong.data
+    assert b"data-review" in wrong.data and b'name="store_name"' in wrong.data
+    # ... and keeps what the user chose: a reset to other parts or a re-ticked box could surprise them.
+    narrower = post(admin, f"/admin/tools/backup/restore/{inspection.id}/confirm",
+                    {"parts": "database", "store_name": "typo"})
+    assert narrower.status_code == 422
+    assert re.search(rb'value="database"\s+checked', narrower.data)
+    assert not re.search(rb'value="both"\s+checked', narrower.data)
+    assert not re.search(rb'name="safety" value="y"\s+checked', narrower.data)
+    no_js = admin.post(f"/admin/tools/backup/restore/{inspection.id}/confirm",
+                       data={"parts": "both", "store_name": "", "csrf_token": admin.csrf})
+    assert no_js.status_code == 400 and latest_run(app, "restore") is None
     response = post(admin, f"/admin/tools/backup/restore/{inspection.id}/confirm",
                     {"parts": "both", "store_name": "demo-store", "safety": "y"})
     assert response.status_code == 200
