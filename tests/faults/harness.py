@@ -93,6 +93,19 @@ def state(engine, uploads):
     return rows, files
 
 
+def schema(engine):
+    """PostgreSQL: every constraint and index of the store (a restore sets some aside while it loads)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as c:
+        return c.execute(sa.text(
+            "SELECT * FROM (SELECT r.relname AS relname, c.conname AS name, pg_get_constraintdef(c.oid) AS def "
+            "FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid "
+            "WHERE r.relnamespace = current_schema()::regnamespace "
+            "UNION ALL SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()) x "
+            "WHERE x.relname <> 'snapshot_restore_marker' ORDER BY 1, 2, 3")).all()
+
+
 CHILD = r"""
 import os, signal, sys, shutil
 sys.path.insert(0, {root!r})
@@ -153,6 +166,7 @@ class Scenario:
         self.after = state(engine, master_uploads)
         damage(engine, master_uploads)
         self.before = state(engine, master_uploads)
+        self.schema = schema(engine)
         engine.dispose()
         self.master_uploads = master_uploads
         self.count = 0
@@ -170,10 +184,13 @@ class Scenario:
         engine = make_engine(url)
         journal.recover(uploads, engine)
         now = state(engine, uploads)
+        same_schema = schema(engine) == self.schema
         leftovers = [p.name for p in uploads.parent.iterdir() if p.name != "uploads"]
         engine.dispose()
         if leftovers:
             return f"LEFTOVERS {leftovers}"
+        if not same_schema:
+            return "SCHEMA CHANGED"
         return "before" if now == self.before else "after" if now == self.after else "MIXED"
 
 
@@ -191,17 +208,48 @@ def sqlite_urls(workdir):
     return url
 
 
+def postgres_urls(admin_url):
+    """Databases on a PostgreSQL server, copies made with CREATE DATABASE ... TEMPLATE; ``drop()`` removes them."""
+    import uuid
+
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    prefix, created = f"fault_{uuid.uuid4().hex[:8]}", []
+
+    def url(name, template=None):
+        database = f"{prefix}_{name}"
+        with admin.connect() as c:
+            c.exec_driver_sql(f'CREATE DATABASE "{database}"' + (f' TEMPLATE "{prefix}_{template}"' if template else ""))
+        created.append(database)
+        return admin.url.set(database=database).render_as_string(hide_password=False)
+
+    def drop():
+        with admin.connect() as c:
+            for database in created:
+                c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.dispose()
+
+    url.drop = drop
+    return url
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=12, help="how many random kill points")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     points = [rng.choice([f"load:{rng.randrange(1, 6200)}", f"staging:{rng.randrange(1, 800_000)}", "commit",
                           f"rename:{rng.randrange(1, 3)}", "after-commit"]) for _ in range(args.points)]
     with tempfile.TemporaryDirectory() as workdir:
-        scenario = Scenario(workdir, sqlite_urls(workdir))
-        outcomes = [(point, scenario.kill_at(point)) for point in points]
+        urls = sqlite_urls(workdir) if args.engine == "sqlite" else postgres_urls(args.postgres_url)
+        try:
+            scenario = Scenario(workdir, urls)
+            outcomes = [(point, scenario.kill_at(point)) for point in points]
+        finally:
+            if hasattr(urls, "drop"):
+                urls.drop()
     for point, outcome in outcomes:
         print(f"{point:>16}  {outcome}")
     good = sum(outcome in ("before", "after") for _, outcome in outcomes)

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from app.snapshot import IncompatibleArchive, InsufficientSpace, RestoreFailed
 from app.snapshot.container import NAME_PATTERN
-from tests.faults.harness import damage, metadata
+from tests.faults.harness import damage, metadata, schema
 
 
 def round_trip(store):
@@ -211,15 +211,7 @@ def test_a_temp_file_left_by_a_killed_run_is_removed_by_the_next_create(sqlite_s
 
 def test_postgresql_restore_puts_back_every_constraint_and_index(pg_store):
     """The load drops foreign keys, unique constraints and plain indexes and rebuilds them after."""
-    catalog = sa.text(
-        "SELECT * FROM (SELECT r.relname AS relname, c.conname AS name, pg_get_constraintdef(c.oid) AS def "
-        "FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid "
-        "WHERE r.relnamespace = current_schema()::regnamespace "
-        "UNION ALL SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()) AS x "
-        "WHERE x.relname <> 'snapshot_restore_marker' ORDER BY 1, 2, 3")
-    with pg_store.engine.connect() as c:
-        before = c.execute(catalog).all()
+    before = schema(pg_store.engine)
     assert any("FOREIGN KEY" in row[2] for row in before) and any("UNIQUE" in row[2] for row in before)
     pg_store.restore(pg_store.create("backup", "database"), "database")
-    with pg_store.engine.connect() as c:
-        assert c.execute(catalog).all() == before
+    assert schema(pg_store.engine) == before
