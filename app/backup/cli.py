@@ -5,7 +5,12 @@ from pathlib import Path
 import click
 from flask.cli import AppGroup
 
+from flask import current_app
+
 from app import audit
+from app.backup.runs import RunRefused, command_line_operation
+from app.maintenance import set_maintenance
+from app.queue import heartbeat_ttl
 from app.snapshot import SnapshotError
 
 backup_cli = AppGroup("backup", help="Export, back up, inspect and restore the store.")
@@ -52,8 +57,9 @@ def create_command(parts):
     from app.backup import service
 
     try:
-        path = service.backup(parts, created_by="cli", progress=_progress())
-    except SnapshotError as error:
+        with command_line_operation():
+            path = service.backup(parts, created_by="cli", progress=_progress())
+    except (SnapshotError, RunRefused) as error:
         _fail("backup.finish", error, parts)
     audit.record("backup.finish", target=path.name, actor="cli")
     click.echo(path)
@@ -90,10 +96,15 @@ def restore_command(file, parts, yes):
         click.echo("Error: a restore overwrites the current store; pass --yes to confirm.", err=True)
         sys.exit(2)
     try:
-        service.restore(file, parts, progress=_progress())
-    except SnapshotError as error:
+        with command_line_operation():
+            set_maintenance(True, "restore", ttl_seconds=heartbeat_ttl(current_app) * 4)
+            try:
+                service.restore(file, parts, progress=_progress())
+                service.end_store_sessions()
+            finally:
+                set_maintenance(False)
+    except (SnapshotError, RunRefused) as error:
         _fail("restore.finish", error, file.name)
-    service.end_store_sessions()
     audit.record("restore.finish", target=file.name, detail=parts, actor="cli")
     click.echo(f"Restored {parts} from {file.name}.")
 

@@ -1,5 +1,7 @@
 """Runs of export, backup, inspect and restore jobs: start them, and tell how they are doing."""
+import threading
 import uuid
+from contextlib import contextmanager
 from datetime import datetime
 
 from flask import current_app
@@ -34,11 +36,8 @@ def start_run(kind, *, actor, client_ip, parts="", options=None):
     if lock is not None and not lock.acquire(run.id, is_dead=run_is_over):
         db.session.delete(run)
         db.session.commit()
-        holder = db.session.get(JobRun, lock.holder() or "")
-        what = f"a {holder.kind} started by {holder.started_by.split(':', 1)[-1]}" if holder else "another operation"
         audit.record(f"{kind}.start", target=parts, outcome="denied", detail="another operation is running")
-        raise RunRefused(f"Not started: {what} is still running. Only one backup or restore runs at a time; "
-                         "wait for it to finish and try again.")
+        raise RunRefused(_busy_message(lock))
     try:
         enqueue(current_app, kind, run.id)
     except Exception as error:  # Redis down: say so, and leave nothing claimed
@@ -69,10 +68,56 @@ def fetch_job(run_id):
         return None
 
 
+def _busy_message(lock):
+    current = lock.holder() or ""
+    holder = db.session.get(JobRun, current)
+    what = (f"a {holder.kind} started by {holder.started_by.split(':', 1)[-1]}" if holder else
+            "a backup or restore started from the command line" if current.startswith(CLI_HOLDER) else
+            "another operation")
+    return (f"Not started: {what} is still running. Only one backup or restore runs at a time; "
+            "wait for it to finish and try again.")
+
+
 def run_is_over(run_id):
-    """For the lock: is this run finished, failed, or lost with its worker?"""
+    """For the lock: is this run finished, failed, or lost with its worker? A holder without a
+    run row (a command-line operation) is alive exactly as long as its heartbeat."""
     run = db.session.get(JobRun, run_id)
-    return run is None or reconcile(run).state in FINAL_STATES
+    if run is None:
+        return not _alive(run_id)
+    return reconcile(run).state in FINAL_STATES
+
+
+CLI_HOLDER = "cli-"
+
+
+@contextmanager
+def command_line_operation():
+    """The store's lock for a backup or restore run outside the queue (the CLI): web starts are
+    refused meanwhile, and a killed command releases the store when its heartbeat expires."""
+    app = current_app._get_current_object()
+    redis, ttl = get_redis(app), heartbeat_ttl(app)
+    holder = f"{CLI_HOLDER}{uuid.uuid4().hex}"
+    key = heartbeat_key(holder)
+    redis.set(key, "cli", ex=ttl)  # alive before anyone can see it hold the lock
+    lock = operation_lock()
+    if not lock.acquire(holder, is_dead=run_is_over):
+        redis.delete(key)
+        raise RunRefused(_busy_message(lock))
+    stopped = threading.Event()
+
+    def beat():
+        while not stopped.wait(max(ttl / 6, 0.5)):
+            redis.set(key, "cli", ex=ttl)
+
+    beating = threading.Thread(target=beat, name="cli-heartbeat", daemon=True)
+    beating.start()
+    try:
+        yield holder
+    finally:
+        stopped.set()
+        beating.join()
+        redis.delete(key)
+        lock.release(holder)
 
 
 def reconcile(run):
