@@ -52,22 +52,15 @@ def test_cross_engine(direction, sqlite_store, pg_store, tmp_path):
     assert target.state() == expected
 
 
-def test_database_only_restore_leaves_the_files_alone(sqlite_store):
-    expected_rows = sqlite_store.state()[0]
+@pytest.mark.parametrize("part", ["database", "files"])
+def test_a_single_part_restore_leaves_the_other_part_alone(sqlite_store, part):
+    """Restoring only the database keeps today's files; restoring only the files keeps today's rows."""
+    rows, files = sqlite_store.state()
     archive = sqlite_store.create("backup", "both")
     damage(sqlite_store.engine, sqlite_store.uploads)
-    damaged_files = sqlite_store.state()[1]
-    sqlite_store.restore(archive, "database")
-    assert sqlite_store.state() == (expected_rows, damaged_files)
-
-
-def test_files_only_restore_leaves_the_database_alone(sqlite_store):
-    expected_files = sqlite_store.state()[1]
-    archive = sqlite_store.create("backup", "both")
-    damage(sqlite_store.engine, sqlite_store.uploads)
-    damaged_rows = sqlite_store.state()[0]
-    sqlite_store.restore(archive, "files")
-    assert sqlite_store.state() == (damaged_rows, expected_files)
+    damaged_rows, damaged_files = sqlite_store.state()
+    sqlite_store.restore(archive, part)
+    assert sqlite_store.state() == ((rows, damaged_files) if part == "database" else (damaged_rows, files))
 
 
 @pytest.mark.parametrize("parts", ["database", "files"])
