@@ -109,6 +109,12 @@ class OperationLock:
             return bool(self.redis.eval(_TAKE_OVER_IF_STILL, 1, self.key, current, holder, LOCK_TTL))
         return False
 
+    def keep(self, holder):
+        """Called by the holder's heartbeat: if the lock vanished (Redis restarted empty), take it
+        back, so that nobody else can start while this run still works. Returns the holder now."""
+        self.redis.set(self.key, holder, nx=True, ex=LOCK_TTL)
+        return self.holder()
+
     def release(self, holder):
         return bool(self.redis.eval(_RELEASE_IF_OURS, 1, self.key, holder))
 

@@ -58,11 +58,12 @@ class Progress:
 class Heartbeat(threading.Thread):
     """Tells the web side this run's worker is alive; stops when the job ends or the horse dies."""
 
-    def __init__(self, app, job, run_id, extend_maintenance=False):
+    def __init__(self, app, job, run_id, extend_maintenance=False, holds_lock=False):
         super().__init__(name=f"heartbeat-{run_id}", daemon=True)
-        from app.queue import heartbeat_key, heartbeat_ttl
+        from app.queue import OperationLock, heartbeat_key, heartbeat_ttl
 
-        self.app, self.redis, self.key = app, job.connection, heartbeat_key(run_id)
+        self.app, self.redis, self.key, self.run_id = app, job.connection, heartbeat_key(run_id), run_id
+        self.lock = OperationLock(job.connection, app.config["STORE_NAME"]) if holds_lock else None
         self.ttl = heartbeat_ttl(app)
         self.interval = max(self.ttl / 6, 0.5)
         self.extend_maintenance = extend_maintenance
@@ -70,6 +71,9 @@ class Heartbeat(threading.Thread):
 
     def beat(self):
         self.redis.set(self.key, "1", ex=self.ttl)
+        if self.lock is not None and self.lock.keep(self.run_id) != self.run_id:
+            log.error("Run %s: the store's lock is held by %s; another operation started meanwhile",
+                      self.run_id, self.lock.holder())
         if self.extend_maintenance:
             from app.extensions import db
             from app.models import StoreStatus
@@ -107,7 +111,8 @@ def _execute(run_id, work):
             raise LookupError(f"No run {run_id} in the platform database; nothing was done.")
         run.state, run.started_at = "started", utcnow()
         db.session.commit()
-        heartbeat = Heartbeat(app, job, run_id, extend_maintenance=run.kind == "restore")
+        heartbeat = Heartbeat(app, job, run_id, extend_maintenance=run.kind == "restore",
+                              holds_lock=run.kind in LOCKING_KINDS)
         heartbeat.beat()
         heartbeat.start()
         actor, ip = run.started_by, run.client_ip

@@ -128,6 +128,8 @@ def reconcile(run):
     job = fetch_job(run.id)
     if job is None and run.state == "queued" and _seconds_since(run.created_at) < heartbeat_ttl(current_app):
         return run  # between taking the lock and enqueueing: not lost, just young
+    if job is None and run.state == "started" and _alive(run.id):
+        return run  # Redis forgot the job (restarted) but its worker still beats: it is running
     if job is None:
         finish_run(run, "lost", error="The job disappeared from the queue (Redis restarted or the job expired). "
                                       "Nothing was reported as done; check the store and start again.")

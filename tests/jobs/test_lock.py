@@ -77,3 +77,21 @@ def test_simultaneous_takeovers_of_a_dead_holder_have_one_winner(redis):
 def test_locks_are_per_store(redis):
     assert OperationLock(redis, "shop-a").acquire("a", never_dead)
     assert OperationLock(redis, "shop-b").acquire("b", never_dead)
+
+
+def test_a_running_holder_takes_back_a_lock_that_vanished(app, redis):
+    """Redis restarted empty while a restore still runs: its next heartbeat holds the store again."""
+    from types import SimpleNamespace
+
+    from jobs.operations import Heartbeat
+
+    lock = OperationLock(redis, app.config["STORE_NAME"])
+    assert lock.acquire("run-1", never_dead)
+    heartbeat = Heartbeat(app, SimpleNamespace(connection=redis), "run-1", holds_lock=True)
+    redis.flushdb()  # what a restart of a Redis that keeps nothing on disk does
+    heartbeat.beat()
+    assert lock.holder() == "run-1"
+    assert not lock.acquire("run-2", never_dead)
+    assert lock.acquire("run-3", lambda holder: holder == "run-1")  # only a dead holder is replaced
+    heartbeat.beat()
+    assert lock.holder() == "run-3"  # never snatched back from a live holder

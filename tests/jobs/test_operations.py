@@ -243,3 +243,24 @@ def test_without_javascript_a_start_returns_to_the_page_showing_the_run(app, adm
     page = admin.get("/admin/tools/backup/")
     run = latest_run(app, "backup")
     assert f"/admin/tools/backup/runs/{run.id}".encode() in page.data
+
+
+def test_a_job_redis_forgot_while_its_worker_still_beats_is_not_lost(app, admin, store, redis_url):
+    """After Redis restarts empty, a running job's next heartbeat says it is alive: not lost, not replaceable."""
+    from app.queue import heartbeat_key
+
+    post(admin, "/admin/tools/backup/backup", {"parts": "database"})
+    run = latest_run(app, "backup")
+    redis = Redis.from_url(redis_url)
+    redis.flushdb()
+    with app.app_context():
+        row = db.session.get(JobRun, run.id)
+        row.state, row.created_at = "started", row.created_at - timedelta(minutes=1)
+        db.session.commit()
+    redis.set(heartbeat_key(run.id), "1", ex=30)  # the worker's heartbeat, and with it the lock, come back
+    redis.set(f"store:{app.config['STORE_NAME']}:operation", run.id)
+    assert status(admin, run.id)["state"] == "started"
+    refused = post(admin, "/admin/tools/backup/backup", {"parts": "database"})
+    assert b"is still running" in refused.data
+    redis.delete(heartbeat_key(run.id))  # the worker dies too
+    assert status(admin, run.id)["state"] == "lost"
