@@ -1,19 +1,14 @@
 """The job functions the worker runs: ids in, an app context, one engine call, progress into job.meta."""
 import logging
-import threading
 import time
-from datetime import timedelta
 
 from rq import get_current_job
-from sqlalchemy import update
 
 from jobs.context import worker_app
 
 log = logging.getLogger(__name__)
 
 META_INTERVAL = 0.5  # seconds between two progress writes to Redis
-# Maintenance set by a restore lifts itself this many heartbeat TTLs after the last beat.
-MAINTENANCE_LEASE = 4
 
 
 def export_store(run_id):
@@ -55,49 +50,9 @@ class Progress:
         self.last_phase, self.last_write = phase, time.monotonic()
 
 
-class Heartbeat(threading.Thread):
-    """Tells the web side this run's worker is alive; stops when the job ends or the horse dies."""
-
-    def __init__(self, app, job, run_id, extend_maintenance=False, holds_lock=False):
-        super().__init__(name=f"heartbeat-{run_id}", daemon=True)
-        from app.queue import OperationLock, heartbeat_key, heartbeat_ttl
-
-        self.app, self.redis, self.key, self.run_id = app, job.connection, heartbeat_key(run_id), run_id
-        self.lock = OperationLock(job.connection, app.config["STORE_NAME"]) if holds_lock else None
-        self.ttl = heartbeat_ttl(app)
-        self.interval = max(self.ttl / 6, 0.5)
-        self.extend_maintenance = extend_maintenance
-        self.stopped = threading.Event()
-
-    def beat(self):
-        self.redis.set(self.key, "1", ex=self.ttl)
-        if self.lock is not None and self.lock.keep(self.run_id) != self.run_id:
-            log.error("Run %s: the store's lock is held by %s; another operation started meanwhile",
-                      self.run_id, self.lock.holder())
-        if self.extend_maintenance:
-            from app.extensions import db
-            from app.models import StoreStatus
-            from app.models.store import utcnow
-
-            with self.app.app_context(), db.engines["platform"].begin() as connection:
-                connection.execute(update(StoreStatus).where(StoreStatus.maintenance.is_(True)).values(
-                    maintenance_until=utcnow() + timedelta(seconds=self.ttl * MAINTENANCE_LEASE)))
-
-    def run(self):
-        while not self.stopped.wait(self.interval):
-            try:
-                self.beat()
-            except Exception:  # a missed beat is not worth killing the job for
-                log.exception("heartbeat failed")
-
-    def stop(self):
-        self.stopped.set()
-        self.redis.delete(self.key)
-
-
 def _execute(run_id, work):
     from app import audit
-    from app.backup.runs import finish_run
+    from app.backup.runs import Heartbeat, finish_run
     from app.extensions import db
     from app.models import JobRun
     from app.models.store import utcnow
@@ -111,8 +66,8 @@ def _execute(run_id, work):
             raise LookupError(f"No run {run_id} in the platform database; nothing was done.")
         run.state, run.started_at = "started", utcnow()
         db.session.commit()
-        heartbeat = Heartbeat(app, job, run_id, extend_maintenance=run.kind == "restore",
-                              holds_lock=run.kind in LOCKING_KINDS)
+        heartbeat = Heartbeat(app, job.connection, run_id, holds_lock=run.kind in LOCKING_KINDS,
+                              extend_maintenance=run.kind == "restore")
         heartbeat.beat()
         heartbeat.start()
         actor, ip = run.started_by, run.client_ip
@@ -190,7 +145,7 @@ def _inspect(app, run, progress):
 
 def _restore(app, run, progress):
     from app.backup import service, uploads
-    from app.maintenance import set_maintenance
+    from app.maintenance import maintenance_during
 
     options = run.options
     source = uploads.source_path(options)
@@ -201,12 +156,7 @@ def _restore(app, run, progress):
         safety = service.backup(run.parts, created_by=_created_by(run), progress=progress, safety=True,
                                 label="Safety backup before restore").name
     progress.say("maintenance", "Putting the storefront into maintenance")
-    from app.queue import heartbeat_ttl
-
-    set_maintenance(True, "restore", ttl_seconds=heartbeat_ttl(app) * MAINTENANCE_LEASE)
-    try:
+    with maintenance_during("restore", app):
         result = service.restore(source, run.parts, progress=progress)
         service.end_store_sessions()
-    finally:
-        set_maintenance(False)
     return {"restored": run.parts, "safety_backup": safety, "details": result}

@@ -3,14 +3,12 @@ import sys
 from pathlib import Path
 
 import click
-from flask.cli import AppGroup
-
 from flask import current_app
+from flask.cli import AppGroup
 
 from app import audit
 from app.backup.runs import RunRefused, command_line_operation
-from app.maintenance import set_maintenance
-from app.queue import heartbeat_ttl
+from app.maintenance import maintenance_during
 from app.snapshot import SnapshotError
 
 backup_cli = AppGroup("backup", help="Export, back up, inspect and restore the store.")
@@ -96,13 +94,9 @@ def restore_command(file, parts, yes):
         click.echo("Error: a restore overwrites the current store; pass --yes to confirm.", err=True)
         sys.exit(2)
     try:
-        with command_line_operation():
-            set_maintenance(True, "restore", ttl_seconds=heartbeat_ttl(current_app) * 4)
-            try:
-                service.restore(file, parts, progress=_progress())
-                service.end_store_sessions()
-            finally:
-                set_maintenance(False)
+        with command_line_operation(restore=True), maintenance_during("restore", current_app):
+            service.restore(file, parts, progress=_progress())
+            service.end_store_sessions()
     except (SnapshotError, RunRefused) as error:
         _fail("restore.finish", error, file.name)
     audit.record("restore.finish", target=file.name, detail=parts, actor="cli")

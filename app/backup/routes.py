@@ -122,7 +122,7 @@ def confirm_restore(run_id):
     if inspection.kind != "inspect" or inspection.state != "finished":
         return _refusal("This archive has not been checked successfully; upload it again.", 409)
     summary = (inspection.result or {}).get("summary", {})
-    parts = request.form.get("parts", "")
+    parts, safety = request.form.get("parts", ""), request.form.get("safety") == "y"
     allowed = {"both": PARTS, "database": ("database",), "files": ("files",)}.get(summary.get("parts"), ())
     problem = None
     if parts not in allowed:
@@ -132,10 +132,10 @@ def confirm_restore(run_id):
                    "Nothing was changed.")
     if problem:
         if htmx:  # keep the review and its form on screen, with the problem above the form
-            chosen = {"parts": parts, "safety": request.form.get("safety") == "y"}
-            return _status_response(inspection, form_error=problem, chosen=chosen, status=422)
+            return _status_response(inspection, form_error=problem, chosen={"parts": parts, "safety": safety},
+                                    status=422)
         return _refusal(problem, 400)
-    options = dict(inspection.options, safety=request.form.get("safety") == "y", inspection=run_id)
+    options = dict(inspection.options, safety=safety, inspection=run_id)
     return _start("restore", parts=parts, options=options)
 
 

@@ -1,4 +1,5 @@
 """Runs of export, backup, inspect and restore jobs: start them, and tell how they are doing."""
+import logging
 import threading
 import uuid
 from contextlib import contextmanager
@@ -10,11 +11,13 @@ from rq.job import Job, JobStatus
 
 from app import audit
 from app.extensions import db
+from app.maintenance import extend_maintenance
 from app.models import JobRun
 from app.models.store import utcnow
 from app.queue import LOCKING_KINDS, SERIALIZER, OperationLock, enqueue, get_redis, heartbeat_key, heartbeat_ttl
 
 FINAL_STATES = ("finished", "failed", "lost")
+log = logging.getLogger(__name__)
 
 
 class RunRefused(Exception):
@@ -90,33 +93,65 @@ def run_is_over(run_id):
 CLI_HOLDER = "cli-"
 
 
+class Heartbeat(threading.Thread):
+    """Tells the web side that the holder of a run (a job's worker, or a command) is alive.
+
+    While it beats, the run is not lost and its lock cannot be taken over; it takes back a lock that
+    vanished with a Redis restart, and keeps the maintenance of a restore from lapsing. When the
+    holder dies it stops, and all of that expires within the heartbeat TTL.
+    """
+
+    def __init__(self, app, redis, holder, *, holds_lock=False, extend_maintenance=False):
+        super().__init__(name=f"heartbeat-{holder}", daemon=True)
+        self.app, self.redis, self.holder = app, redis, holder
+        self.key, self.ttl = heartbeat_key(holder), heartbeat_ttl(app)
+        self.interval = max(self.ttl / 6, 0.5)
+        self.lock = OperationLock(redis, app.config["STORE_NAME"]) if holds_lock else None
+        self.extend_maintenance = extend_maintenance
+        self.stopped = threading.Event()
+
+    def mark_alive(self):
+        self.redis.set(self.key, "1", ex=self.ttl)
+
+    def beat(self):
+        self.mark_alive()
+        if self.lock is not None and self.lock.keep(self.holder) != self.holder:
+            log.error("Run %s: the store's lock is held by %s; another operation started meanwhile",
+                      self.holder, self.lock.holder())
+        if self.extend_maintenance:
+            extend_maintenance(self.app)
+
+    def run(self):
+        while not self.stopped.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # a missed beat is not worth stopping the work for
+                log.exception("heartbeat failed")
+
+    def stop(self):
+        self.stopped.set()
+        if self.is_alive():
+            self.join()
+        self.redis.delete(self.key)
+
+
 @contextmanager
-def command_line_operation():
+def command_line_operation(restore=False):
     """The store's lock for a backup or restore run outside the queue (the CLI): web starts are
     refused meanwhile, and a killed command releases the store when its heartbeat expires."""
     app = current_app._get_current_object()
-    redis, ttl = get_redis(app), heartbeat_ttl(app)
     holder = f"{CLI_HOLDER}{uuid.uuid4().hex}"
-    key = heartbeat_key(holder)
-    redis.set(key, "cli", ex=ttl)  # alive before anyone can see it hold the lock
+    heartbeat = Heartbeat(app, get_redis(app), holder, holds_lock=True, extend_maintenance=restore)
+    heartbeat.mark_alive()  # alive before anyone can see it hold the lock
     lock = operation_lock()
     if not lock.acquire(holder, is_dead=run_is_over):
-        redis.delete(key)
+        heartbeat.stop()
         raise RunRefused(_busy_message(lock))
-    stopped = threading.Event()
-
-    def beat():
-        while not stopped.wait(max(ttl / 6, 0.5)):
-            redis.set(key, "cli", ex=ttl)
-
-    beating = threading.Thread(target=beat, name="cli-heartbeat", daemon=True)
-    beating.start()
+    heartbeat.start()
     try:
         yield holder
     finally:
-        stopped.set()
-        beating.join()
-        redis.delete(key)
+        heartbeat.stop()
         lock.release(holder)
 
 

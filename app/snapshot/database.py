@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from app.snapshot import tablecodec
-from app.snapshot.errors import RestoreFailed
+from app.snapshot.errors import RestoreFailed, SnapshotError
 
 FIRST_BATCH_ROWS = 1000
 MAX_BATCH_ROWS = 50_000
@@ -70,8 +70,17 @@ def _dump_copy(cursor, sql, write, on_rows):
     result = pgconn.get_result()
     if result.status != pq.ExecStatus.COPY_OUT:
         _drain(pgconn)
-        raise RestoreFailed(f"COPY did not start: {(result.error_message or b'').decode(errors='replace').strip()}")
+        raise SnapshotError(f"Reading the table failed: {_pq_message(result)}; no archive was kept.")
     rows, block = 0, bytearray()
+
+    def flush():
+        nonlocal rows
+        write(block)
+        rows += block.count(b"\n")
+        block.clear()
+        if on_rows:
+            on_rows(rows)
+
     get = pgconn.get_copy_data
     while True:
         nbytes, data = get(0)
@@ -79,22 +88,19 @@ def _dump_copy(cursor, sql, write, on_rows):
             break
         block += data  # copied at once: holding a million small message objects would cost far more
         if len(block) >= CHUNK:
-            write(block)
-            rows += block.count(b"\n")
-            block.clear()
-            if on_rows:
-                on_rows(rows)
+            flush()
     if block:
-        write(block)
-        rows += block.count(b"\n")
-        if on_rows:
-            on_rows(rows)
+        flush()
     result = pgconn.get_result()
     _drain(pgconn)
     if result is None or result.status != pq.ExecStatus.COMMAND_OK:
-        message = (result.error_message if result is not None else b"").decode(errors="replace").strip()
-        raise RestoreFailed(f"Reading the table failed: {message or 'the COPY ended abnormally'}")
+        raise SnapshotError(f"Reading the table failed: {_pq_message(result)}; no archive was kept.")
     return rows
+
+
+def _pq_message(result):
+    text = (result.error_message or b"").decode(errors="replace").strip() if result is not None else ""
+    return text or "the COPY ended abnormally"
 
 
 def _drain(pgconn):
@@ -125,11 +131,9 @@ def delete_all(connection, tables):
         names = ", ".join(connection.dialect.identifier_preparer.format_table(t) for t in tables)
         connection.exec_driver_sql(f"TRUNCATE {names}")
         return
+    delete = _delete_in_chunks if connection.dialect.name == "sqlite" else lambda c, t: c.execute(t.delete())
     for table in reversed(tables):
-        if connection.dialect.name == "sqlite":
-            _delete_in_chunks(connection, table)
-        else:
-            connection.execute(table.delete())
+        delete(connection, table)
 
 
 def _delete_in_chunks(connection, table, chunk=DELETE_CHUNK):
@@ -158,7 +162,7 @@ def set_aside_constraints(connection, tables):
         "SELECT c.conrelid::regclass::text AS tbl, c.conname, c.contype, pg_get_constraintdef(c.oid) AS definition "
         "FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid "
         "WHERE r.relname = ANY(:names) AND r.relnamespace = current_schema()::regnamespace "
-        "AND c.contype IN ('f', 'u') ORDER BY c.contype DESC, c.conname"), {"names": names}).all()
+        "AND c.contype IN ('f', 'u') ORDER BY c.conname"), {"names": names}).all()
     indexes = connection.execute(sa.text(
         "SELECT i.indexrelid::regclass::text AS idx, pg_get_indexdef(i.indexrelid) AS definition "
         "FROM pg_index i JOIN pg_class r ON r.oid = i.indrelid "
