@@ -48,6 +48,16 @@ class Config:
     MAX_UPLOAD_BYTES = _env_int("MAX_UPLOAD_BYTES", 20 * 1024**3)
     MAX_RESTORE_BYTES = _env_int("MAX_RESTORE_BYTES", 50 * 1024**3)
 
+    # Exports can be started from anywhere: a few per user an hour, a quota on disk, and a time to live.
+    EXPORTS_PER_HOUR = _env_int("EXPORTS_PER_HOUR", 5)
+    EXPORT_QUOTA_BYTES = _env_int("EXPORT_QUOTA_BYTES", 5 * 1024**3)
+    EXPORT_TTL_DAYS = _env_int("EXPORT_TTL_DAYS", 7)
+    # Uploaded archives nobody restored are removed after this many seconds.
+    INCOMING_TTL = _env_int("INCOMING_TTL", 24 * 3600)
+    # Maintainer networks wider than these prefixes need an explicit acknowledgement; /0 is refused.
+    MAINTAINER_MIN_PREFIX_V4 = _env_int("MAINTAINER_MIN_PREFIX_V4", 16)
+    MAINTAINER_MIN_PREFIX_V6 = _env_int("MAINTAINER_MIN_PREFIX_V6", 48)
+
     JOB_TIMEOUT_EXPORT = _env_int("JOB_TIMEOUT_EXPORT", 3600)
     JOB_TIMEOUT_BACKUP = _env_int("JOB_TIMEOUT_BACKUP", 6 * 3600)
     JOB_TIMEOUT_RESTORE = _env_int("JOB_TIMEOUT_RESTORE", 6 * 3600)

@@ -2,11 +2,21 @@
 import os
 from pathlib import Path
 
-from flask import Flask, render_template, request
+from flask import Flask, render_template, request, session
+from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+from sqlalchemy import event
 
+from app import audit, filters
+from app.cli import register as register_commands
 from app.extensions import csrf, db, htmx, limiter, login_manager, migrate
+from app.models import PlatformOperator, StoreStatus, User
+from app.requests import UploadRequest
+from app.security import access
 from config import CONFIGS, ProductionConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def create_app(config_name=None, overrides=None):
@@ -14,58 +24,62 @@ def create_app(config_name=None, overrides=None):
     if config_class is ProductionConfig:
         ProductionConfig.check(None)
     app = Flask(__name__, template_folder="../templates", static_folder="../static",
-                instance_path=str(Path(__file__).resolve().parent.parent / "instance"))
-    from app.backup.uploads import UploadRequest
-
+                instance_path=str(ROOT / "instance"))
     app.request_class = UploadRequest
     app.config.from_object(config_class)
     app.config.update(overrides or {})
     for key in ("UPLOADS_DIR", "BACKUPS_DIR"):
         Path(app.config[key]).mkdir(parents=True, exist_ok=True, mode=0o700)
-    _ensure_sqlite_folders(app)
+    _create_sqlite_files(app)
 
     db.init_app(app)
     with app.app_context():
         _tune_sqlite(db.engines.values())
-    migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"))
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     csrf.init_app(app)
     app.config.setdefault("RATELIMIT_STORAGE_URI", _limiter_storage(app.config.get("REDIS_URL")))
     limiter.init_app(app)
     htmx.init_app(app)
     _init_login(app)
-
-    from app.admin import bp as admin_bp
-    from app.auth import bp as auth_bp
-    from app.backup import bp as backup_bp
-    from app.platform import bp as platform_bp
-    from app.storefront import bp as storefront_bp
-
-    for blueprint in (auth_bp, admin_bp, backup_bp, platform_bp, storefront_bp):
-        app.register_blueprint(blueprint)
-
-    from app.security.access import access_control
-
-    app.before_request(access_control)
+    _register_blueprints_and_gates(app)
     _register_errors(app)
-    _register_cli(app)
-    from app import filters
-
     filters.register(app)
+    register_commands(app)
 
     @app.context_processor
     def inject_access():
-        from app.security.access import is_super_admin
-
-        return {"is_super_admin": current_user.is_authenticated and is_super_admin()}
+        return {"is_super_admin": current_user.is_authenticated and access.is_super_admin()}
 
     return app
 
 
-def _ensure_sqlite_folders(app):
+def _register_blueprints_and_gates(app):
+    """Every area and, in one explicit call, the gate in front of each. The blueprints are imported
+    here, not at the top, so that importing the package (as jobs and the CLI do) pulls in none."""
+    from app import admin, auth, backup, platform, storefront
+
+    for area in (auth, admin, backup, platform, storefront):
+        app.register_blueprint(area.bp)
+    access.install(
+        app,
+        gates={
+            "admin": access.signed_in_store_user_gate,
+            "backup": access.store_admin_gate(backup.MAINTAINER_EXEMPT),
+            "platform": access.platform_gate(platform.PUBLIC_ENDPOINTS),
+        },
+        large_bodies={"backup.upload_restore": backup.prepare_upload},
+    )
+
+
+def _create_sqlite_files(app):
+    """SQLite files are created 0600 before SQLAlchemy opens them (SQLite gives its -wal and -shm
+    files the same mode), so no other local user can read the store or the platform database."""
     urls = [app.config["SQLALCHEMY_DATABASE_URI"], *app.config["SQLALCHEMY_BINDS"].values()]
     for url in urls:
         if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(url.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def _limiter_storage(url):
@@ -77,7 +91,6 @@ def _limiter_storage(url):
 
 def _tune_sqlite(engines):
     """SQLite: readers do not wait for the worker's writes (WAL), and foreign keys are enforced."""
-    from sqlalchemy import event
 
     def on_connect(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
@@ -92,8 +105,6 @@ def _tune_sqlite(engines):
 
 
 def _init_login(app):
-    from app.models import PlatformOperator, StoreStatus, User
-
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     # "strong" would tie the session to the client address, which a proxy can forge; we do not.
@@ -101,8 +112,6 @@ def _init_login(app):
 
     @login_manager.user_loader
     def load_user(session_id):
-        from flask import session
-
         kind, _, rest = session_id.partition(":")
         user_id, _, token = rest.partition(":")
         if not user_id.isdigit() or not token:
@@ -126,12 +135,8 @@ def _register_errors(app):
             return render_template("errors/_alert.html", status=status, message=description), status
         return render_template("errors/error.html", status=status, message=description), status
 
-    from flask_limiter.errors import RateLimitExceeded
-
     @app.errorhandler(RateLimitExceeded)
     def too_many_attempts(error):
-        from app import audit
-
         audit.record("login.throttled", target=request.form.get("email", "")[:255], outcome="denied",
                      actor="anonymous")
         error.description = "Too many failed login attempts. Wait a few minutes and try again."
@@ -139,8 +144,6 @@ def _register_errors(app):
 
     for status in (400, 401, 403, 404, 405, 413, 500, 503):
         app.register_error_handler(status, lambda error, status=status: render_error(error, status))
-
-    from flask_wtf.csrf import CSRFError
 
     @app.errorhandler(CSRFError)
     def csrf_error(error):
@@ -160,9 +163,3 @@ def _register_errors(app):
         if request.blueprint in ("backup", "platform", "auth"):
             response.headers["Cache-Control"] = "no-store"
         return response
-
-
-def _register_cli(app):
-    from app.cli import register
-
-    register(app)

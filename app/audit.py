@@ -5,6 +5,7 @@ from flask_login import current_user
 from app.extensions import db
 from app.models import AuditEvent, PlatformOperator
 from app.models.store import utcnow
+from app.security.client import client_ip_text
 
 
 def actor_name(user=None):
@@ -19,8 +20,6 @@ def actor_name(user=None):
 def record(action, *, target="", outcome="success", detail="", actor=None, client_ip=None):
     """Write one audit event in its own transaction, so a rolled-back request still leaves its trace."""
     if client_ip is None and has_request_context():
-        from app.security.access import client_ip_text
-
         client_ip = client_ip_text()
     values = dict(
         at=utcnow(),

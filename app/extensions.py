@@ -7,6 +7,8 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData
 
+from app.security.client import client_ip_text
+
 # Deterministic constraint names so Alembic migrations work the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -23,11 +25,5 @@ csrf = CSRFProtect()
 htmx = HTMX()
 
 
-def _client_ip_key():
-    from app.security.access import client_ip_text
-
-    return client_ip_text()
-
-
 # Login throttling, keyed by the same client-IP helper as the gate and the audit log.
-limiter = Limiter(key_func=_client_ip_key, default_limits=[], headers_enabled=False)
+limiter = Limiter(key_func=client_ip_text, default_limits=[], headers_enabled=False)

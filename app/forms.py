@@ -1,7 +1,7 @@
 """Forms: Flask-WTF gives each one its CSRF token field, csrf_token."""
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, Optional
 
 
 class LoginForm(FlaskForm):
@@ -13,6 +13,10 @@ class MaintainerNetworkForm(FlaskForm):
     cidr = StringField("Network (CIDR)", validators=[DataRequired(), Length(max=64)])
     label = StringField("Label", validators=[DataRequired(), Length(max=200)])
     confirm_lockout = BooleanField("I understand this locks me out of this page")
+    # A wide network is added only when this carries that very network (the checkbox's value),
+    # so ticking the box for one network never confirms another typed in afterwards.
+    confirm_wide = StringField("I understand this lets every address in the network run backups and restores",
+                               validators=[Optional(), Length(max=64)])
 
 
 class ConfirmForm(FlaskForm):

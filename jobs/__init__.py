@@ -1,1 +1,1 @@
-"""RQ jobs: thin adapters that build an app, call the engine and report progress into job.meta."""
+"""RQ jobs: thin adapters that build an app, call one operation and report progress into job.meta."""

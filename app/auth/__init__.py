@@ -1,6 +1,4 @@
 """Store users' login and logout."""
-from flask import Blueprint
+from app.auth.routes import bp
 
-bp = Blueprint("auth", __name__)
-
-from app.auth import routes  # noqa: E402,F401
+__all__ = ["bp"]

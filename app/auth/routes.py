@@ -1,14 +1,19 @@
 """Login and logout pages for store users."""
-from flask import flash, redirect, render_template, request, url_for
+from datetime import timedelta
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from app import audit
-from app.auth import bp
-from app.auth.throttle import throttled
-from app.auth.login import authenticate, end_session, start_session
 from app.forms import ConfirmForm, LoginForm
-from app.models import StoreStatus, User
+from app.extensions import db
+from app.models import JobRun, StoreStatus, User
+from app.models.store import utcnow
+from app.security.login import authenticate, end_session, start_session
+from app.security.throttle import throttled
 from app.urls import safe_next
+
+bp = Blueprint("auth", __name__)
 
 GENERIC_FAILURE = "Invalid email or password."
 
@@ -29,12 +34,6 @@ def login():
 
 def _recent_restore():
     """When a restore just ended every session, the login page says why the user is here."""
-    from datetime import timedelta
-
-    from app.extensions import db
-    from app.models import JobRun
-    from app.models.store import utcnow
-
     return db.session.scalar(
         db.select(JobRun.ended_at).where(JobRun.kind == "restore", JobRun.state == "finished",
                                          JobRun.ended_at > utcnow() - timedelta(minutes=15))

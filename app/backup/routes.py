@@ -1,29 +1,55 @@
-"""Routes of the wizard: parse, call the service, render."""
-import shutil
+"""Routes of the wizard: parse (a form), call an operation, render."""
 from datetime import timedelta
 from pathlib import Path
 
-from flask import abort, current_app, jsonify, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, send_file, url_for
 
 from app import audit
 from app.audit import actor_name
-from app.backup import bp, service, uploads
-from app.backup.runs import FINAL_STATES, RunRefused, progress_of, reconcile, start_run
+from app.backup.forms import BackupForm, RestoreForm
+from app.backup.views import progress_of
 from app.extensions import db, htmx
 from app.models import JobRun
 from app.models.store import utcnow
-from app.security.access import client_ip_text, deny, is_maintainer_ip, outside_network_reason
+from app.operations import Caller, RunRefused, archives, incoming
+from app.operations.procedures import check_export_allowed
+from app.operations.runs import FINAL_STATES, reconcile, start_run
+from app.security.access import client_ip_text, deny_outside_network, is_maintainer_ip, outside_network_reason
+from app.snapshot import SnapshotError
 
-PARTS = ("database", "files", "both")
+bp = Blueprint("backup", __name__, url_prefix="/admin/tools/backup")
+
+# Endpoints a super-admin may use from anywhere; every other one needs a maintainer network.
+# Those serving both exports and backups load their object and check its kind (get_run, get_archive).
+MAINTAINER_EXEMPT = frozenset({
+    "backup.index", "backup.start_export", "backup.run_status", "backup.download_archive", "backup.delete_archive",
+    "backup.audit_log",
+})
 # How long a finished run stays on its card after a reload.
 RECENT = timedelta(hours=1)
 STOP_POLLING = 286  # htmx stops polling on this status
 
 
-def require_maintainer():
-    """For routes that serve both exports and backups: backups need a maintainer network."""
-    if not is_maintainer_ip():
-        deny(outside_network_reason())
+def caller():
+    return Caller(actor_name(), client_ip_text())
+
+
+def get_run(run_id):
+    """The run, if the caller may see it: any export; anything else only from a maintainer network."""
+    run = db.get_or_404(JobRun, run_id)
+    if run.kind != "export" and not is_maintainer_ip():
+        deny_outside_network()
+    return reconcile(run)
+
+
+def get_archive(name):
+    """A kept archive, if the caller may touch it: exports anywhere, backups from a maintainer network."""
+    info = next((a for a in archives.list_archives() if a.name == name), None)
+    if info is None:
+        abort(404, description="No such archive in the backups folder.")
+    if info.kind != "export" and not is_maintainer_ip():
+        deny_outside_network()
+    return info
 
 
 @bp.get("/")
@@ -35,8 +61,8 @@ def index():
         client_ip=client_ip_text(),
         outside_reason=None if maintainer else outside_network_reason(),
         cards={kind: _card_run(kind) for kind in ("export", "backup", "restore")},
-        archives=service.list_archives(),
-        parts_choices=PARTS,
+        archives=archives.list_archives(),
+        backup_form=BackupForm(formdata=None),
     )
 
 
@@ -56,9 +82,9 @@ def _card_run(card):
     return run
 
 
-def _start(kind, parts="", options=None):
+def _start(kind, parts="", options=None, run_id=None):
     try:
-        run = start_run(kind, actor=actor_name(), client_ip=client_ip_text(), parts=parts, options=options)
+        run = start_run(kind, caller(), parts=parts, options=options, run_id=run_id)
     except RunRefused as refusal:
         return _refusal(str(refusal))
     if not htmx:  # without JavaScript: back to the page, whose card shows the run
@@ -67,29 +93,34 @@ def _start(kind, parts="", options=None):
 
 
 def _refusal(message, status=409):
-    if htmx:
-        return render_template("errors/_alert.html", status=status, message=message), status
-    abort(status, description=message)
+    """A refusal as an alert: a fragment for HTMX, the error page otherwise (any status, even 507)."""
+    template = "errors/_alert.html" if htmx else "errors/error.html"
+    return render_template(template, status=status, message=message), status
 
 
 @bp.post("/export")
 def start_export():
+    try:
+        check_export_allowed(caller())
+    except RunRefused as refusal:
+        return _refusal(str(refusal), 429)
     return _start("export", parts="database")
 
 
 @bp.post("/backup")
 def start_backup():
-    parts = request.form.get("parts", "")
-    if parts not in PARTS:
-        return _refusal("Choose what to back up: Database, Files or Both.", 400)
-    return _start("backup", parts=parts)
+    form = BackupForm()
+    if not form.validate():
+        return _refusal(form.parts.errors[0], 400)
+    return _start("backup", parts=form.parts.data)
 
 
 def prepare_upload():
-    """Run by the access hook after the gate, before the body is read (see LARGE_BODIES)."""
+    """The large-body hook of upload_restore (see app.security.access.install), run after the gate and
+    before the body is read: raise the body limit for this route, refuse a body the disk cannot hold."""
     request.max_content_length = current_app.config["MAX_UPLOAD_BYTES"]
     needed = request.content_length or 0
-    if needed and shutil.disk_usage(uploads.incoming_dir()).free - needed < uploads.FREE_SPACE_MARGIN:
+    if needed and not incoming.has_room_for(needed):
         return _refusal("There is not enough free disk space to receive this file; nothing was changed. "
                         "Free some space (e.g. delete old backups) and try again.", 507)
     return None
@@ -101,7 +132,7 @@ def upload_restore():
     upload = request.files.get("archive")
     if upload is None or not upload.filename:
         return _refusal("Choose a backup file to upload.", 400)
-    name = uploads.store_upload(upload)
+    name = incoming.store_upload(upload)
     return _start("inspect", options={"source": "upload", "name": name,
                                       "original_name": Path(upload.filename).name[:200]})
 
@@ -110,8 +141,8 @@ def upload_restore():
 def restore_kept():
     name = request.form.get("name", "")
     try:
-        service.archive_path(name)
-    except service.SnapshotError as error:
+        archives.archive_path(name)
+    except SnapshotError as error:
         return _refusal(str(error), 404)
     return _start("inspect", options={"source": "kept", "name": name, "original_name": name})
 
@@ -121,34 +152,40 @@ def confirm_restore(run_id):
     inspection = db.get_or_404(JobRun, run_id)
     if inspection.kind != "inspect" or inspection.state != "finished":
         return _refusal("This archive has not been checked successfully; upload it again.", 409)
-    summary = (inspection.result or {}).get("summary", {})
-    parts, safety = request.form.get("parts", ""), request.form.get("safety") == "y"
-    allowed = {"both": PARTS, "database": ("database",), "files": ("files",)}.get(summary.get("parts"), ())
+    result = inspection.result or {}
+    form = RestoreForm()
+    form.offer_parts(result.get("summary", {}).get("parts"))
     problem = None
-    if parts not in allowed:
-        problem = "Choose what to restore from the parts this archive contains."
-    elif request.form.get("store_name", "").strip() != current_app.config["STORE_NAME"]:
+    if not form.validate():
+        problem = next(iter(form.errors.values()))[0]
+    elif form.store_name.data.strip() != current_app.config["STORE_NAME"]:
         problem = (f"Type the store's name, {current_app.config['STORE_NAME']}, to confirm the restore. "
                    "Nothing was changed.")
+    elif result.get("other_store") and not form.other_store.data:
+        problem = (f"This archive is from the store {result['other_store']!r}. Tick the box to confirm that you "
+                   "want to restore another store's data here. Nothing was changed.")
     if problem:
         if htmx:  # keep the review and its form on screen, with the problem above the form
-            return _status_response(inspection, form_error=problem, chosen={"parts": parts, "safety": safety},
-                                    status=422)
+            return _status_response(inspection, form=form, form_error=problem, status=422)
         return _refusal(problem, 400)
-    options = dict(inspection.options, safety=safety, inspection=run_id)
-    return _start("restore", parts=parts, options=options)
+    options = dict(inspection.options, safety=form.safety.data, inspection=run_id,
+                   other_store=bool(result.get("other_store")))
+    # One confirmation per inspection: the restore's id is derived from it, so a second one is refused.
+    if db.session.get(JobRun, restore_run_id(run_id)) is not None:
+        return _refusal("This archive was already confirmed for a restore; check it again to restore it again.", 409)
+    return _start("restore", parts=form.parts.data, options=options, run_id=restore_run_id(run_id))
+
+
+def restore_run_id(inspection_id):
+    return f"{inspection_id}-restore"
 
 
 @bp.get("/runs/<run_id>")
 def run_status(run_id):
-    run = db.get_or_404(JobRun, run_id)
-    if run.kind != "export":
-        require_maintainer()
-    reconcile(run)
-    return _status_response(run)
+    return _status_response(get_run(run_id))
 
 
-def _status_response(run, form_error=None, chosen=None, status=None):
+def _status_response(run, form=None, form_error=None, status=None):
     view = progress_of(run)
     download_url = None
     if run.state == "finished" and run.kind in ("export", "backup") and run.archive_name:
@@ -156,9 +193,11 @@ def _status_response(run, form_error=None, chosen=None, status=None):
     if request.accept_mimetypes.best == "application/json":
         return jsonify(state=view["state"], phase=view["phase"], percent=view["percent"], message=view["message"],
                        done=view["done"], total=view["total"], unit=view["unit"], download_url=download_url)
+    if form is None and run.kind == "inspect" and run.state == "finished":
+        form = RestoreForm(formdata=None)
+        form.offer_parts((run.result or {}).get("summary", {}).get("parts"))
     body = render_template("backup/_status.html", run=run, view=view, download_url=download_url,
-                           store_name=current_app.config["STORE_NAME"], parts_choices=PARTS, form_error=form_error,
-                           chosen=chosen or {})
+                           store_name=current_app.config["STORE_NAME"], form=form, form_error=form_error)
     if status is not None:
         return body, status
     if htmx and run.state in FINAL_STATES:
@@ -168,33 +207,21 @@ def _status_response(run, form_error=None, chosen=None, status=None):
 
 @bp.get("/archives/<name>")
 def download_archive(name):
-    info = _archive_or_404(name)
-    if info.kind != "export":
-        require_maintainer()
-    audit.record("archive.download", target=name)
-    path = service.archive_path(name)
-    return send_file(path, as_attachment=True, download_name=name, mimetype="application/zip", max_age=0,
-                     conditional=False, etag=False)
+    info = get_archive(name)
+    audit.record("archive.download", target=info.name)
+    return send_file(archives.archive_path(info.name), as_attachment=True, download_name=info.name,
+                     mimetype="application/zip", max_age=0, conditional=False, etag=False)
 
 
 @bp.post("/archives/<name>/delete")
 def delete_archive(name):
-    info = _archive_or_404(name)
-    if info.kind != "export":
-        require_maintainer()
-    service.delete(name)
-    audit.record("archive.delete", target=name)
+    info = get_archive(name)
+    archives.delete(info.name)
+    audit.record("archive.delete", target=info.name)
     if htmx:
-        return render_template("backup/_archives.html", archives=service.list_archives(),
+        return render_template("backup/_archives.html", archives=archives.list_archives(),
                                maintainer=is_maintainer_ip())
     return redirect(url_for("backup.index"))
-
-
-def _archive_or_404(name):
-    for info in service.list_archives():
-        if info.name == name:
-            return info
-    abort(404, description="No such archive in the backups folder.")
 
 
 @bp.get("/audit")

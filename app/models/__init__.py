@@ -1,4 +1,5 @@
 """Models: the store's (backed up and restored) and the platform's (never restored)."""
+from app.extensions import db
 from app.models.platform import AuditEvent, JobRun, MaintainerNetwork, PlatformOperator, StoreStatus
 from app.models.store import (
     ROLES,
@@ -15,8 +16,6 @@ from app.models.store import (
 
 def store_metadata():
     """The metadata holding exactly the store tables: what a backup captures."""
-    from app.extensions import db
-
     return db.metadatas[None]
 
 

@@ -1,17 +1,24 @@
 """Platform pages: operator login and the maintainer network list."""
-from flask import flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from app.auth.throttle import throttled
-from app.auth.login import authenticate, end_session, start_session
 from app.extensions import db
 from app.forms import ConfirmForm, LoginForm, MaintainerNetworkForm
 from app.models import MaintainerNetwork, PlatformOperator
-from app.platform import bp
-from app.platform.maintainers import MaintainerListError, add_network, list_networks, remove_network
+from app.operations.maintainers import (
+    MaintainerListError, NeedsWideConfirmation, add_network, list_networks, remove_network,
+)
+from app.security.login import authenticate, end_session, start_session
+from app.security.throttle import throttled
 from app.security.access import client_ip_text, is_maintainer_ip, request_client_ip
+from app.security.networks import parse_network
 from app import audit
 from app.urls import safe_next
+
+bp = Blueprint("platform", __name__, url_prefix="/platform")
+
+# The only endpoints reachable without an operator session from a maintainer network.
+PUBLIC_ENDPOINTS = frozenset({"platform.login"})
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -46,7 +53,11 @@ def add_maintainer():
     form = MaintainerNetworkForm()
     if form.validate_on_submit():
         try:
-            entry = add_network(form.cidr.data, form.label.data, current_user.email, caller_ip=request_client_ip())
+            entry = add_network(form.cidr.data, form.label.data, current_user.email, caller_ip=request_client_ip(),
+                                confirm_wide=_wide_confirmed(form))
+        except NeedsWideConfirmation as error:
+            flash(f"{error} Tick the confirmation to add it anyway.", "error")
+            return _render_list(form, status=409, wide_network=str(error.network))
         except MaintainerListError as error:
             flash(str(error), "error")
             return _render_list(form, status=400)
@@ -69,7 +80,16 @@ def remove_maintainer(network_id):
     return redirect(url_for("platform.maintainers"))
 
 
-def _render_list(form, status=200, lockout_id=None):
+def _wide_confirmed(form):
+    """The confirmation counts only for the network it was shown for."""
+    try:
+        confirmed = form.confirm_wide.data and parse_network(form.confirm_wide.data)
+        return bool(confirmed) and confirmed == parse_network(form.cidr.data)
+    except ValueError:
+        return False
+
+
+def _render_list(form, status=200, lockout_id=None, wide_network=None):
     return render_template(
         "platform/maintainers.html",
         form=form,
@@ -78,6 +98,7 @@ def _render_list(form, status=200, lockout_id=None):
         client_ip=client_ip_text(),
         inside=is_maintainer_ip(),
         lockout_id=lockout_id,
+        wide_network=wide_network,
     ), status
 
 

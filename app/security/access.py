@@ -1,31 +1,27 @@
-"""The access gate: login, then role, then network, checked before every admin request."""
+"""The access gate: login, then role, then network, checked before every admin request.
+
+The factory installs it with one explicit call (``install``), naming each admin area's gate and
+the endpoints that may receive a large body; nothing registers itself on import.
+"""
+import threading
+import time
+from urllib.parse import urlsplit
+
 from flask import abort, current_app, g, redirect, request, url_for
 from flask_login import current_user
+from flask_wtf.csrf import CSRFError
 
+from app import audit
 from app.extensions import csrf, db, htmx
 from app.models import MaintainerNetwork, PlatformOperator, User
-from app.security.networks import client_ip, in_networks, parse_network, parse_networks
+from app.security.client import client_ip_text, request_client_ip
+from app.security.networks import in_networks, parse_network
+from app.urls import safe_next
 
+__all__ = ["client_ip_text", "request_client_ip", "install", "is_maintainer_ip", "is_super_admin", "deny",
+           "outside_network_reason", "store_admin_gate", "platform_gate", "signed_in_store_user_gate"]
 
-def request_client_ip():
-    """The one place the client address comes from: gate, audit log and throttling."""
-    if "client_ip" not in g:
-        trusted = current_app.extensions.get("trusted_proxies")
-        if trusted is None:
-            trusted = current_app.extensions["trusted_proxies"] = parse_networks(
-                current_app.config["TRUSTED_PROXIES"]
-            )
-        g.client_ip = client_ip(
-            request.environ.get("REMOTE_ADDR"),
-            request.headers.getlist("X-Forwarded-For"),
-            trusted,
-        )
-    return g.client_ip
-
-
-def client_ip_text():
-    ip = request_client_ip()
-    return str(ip) if ip is not None else "unknown"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def maintainer_networks():
@@ -56,10 +52,6 @@ def is_operator():
 
 def deny_anonymous(login_endpoint):
     """Anonymous users go to the login page; an HTMX request is told to send its page there."""
-    from urllib.parse import urlsplit
-
-    from app.urls import safe_next
-
     if htmx:
         # Come back to the page the fragment was on, not to the fragment itself.
         page = urlsplit(request.headers.get("HX-Current-URL", ""))
@@ -71,7 +63,42 @@ def deny_anonymous(login_endpoint):
     return redirect(url_for(login_endpoint, next=here))
 
 
-def deny(reason):
+class DenialLog:
+    """Denials go to the audit log, at most one per client and reason a minute and a bounded number
+    a minute in all, so a flood of refused requests cannot fill it."""
+
+    def __init__(self, per_key_seconds=60.0, per_minute=120):
+        self.per_key_seconds, self.per_minute = per_key_seconds, per_minute
+        self.last = {}
+        self.window_start, self.in_window = 0.0, 0
+        self.mutex = threading.Lock()
+
+    def allow(self, key):
+        now = time.monotonic()
+        with self.mutex:
+            if now - self.window_start >= 60:
+                self.window_start, self.in_window = now, 0
+                self.last = {k: t for k, t in self.last.items() if now - t < self.per_key_seconds}
+            if self.in_window >= self.per_minute or now - self.last.get(key, -1e9) < self.per_key_seconds:
+                return False
+            self.last[key] = now
+            self.in_window += 1
+            return True
+
+
+_denials = DenialLog()
+
+
+def record_denial(kind, reason):
+    """Audit one refused request (role, network, CSRF), rate-limited."""
+    ip = client_ip_text()
+    if _denials.allow((ip, kind, request.endpoint)):
+        audit.record(f"access.{kind}", target=f"{request.method} {request.path}"[:500], outcome="denied",
+                     detail=reason, client_ip=ip)
+
+
+def deny(reason, kind="role"):
+    record_denial(kind, reason)
     abort(403, description=reason)
 
 
@@ -82,54 +109,68 @@ def outside_network_reason():
     )
 
 
-# Each admin area's gate, by blueprint name; access_control() runs it before anything reads the body.
-GATES = {}
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Endpoints that may receive a large body: endpoint -> hook run after the gate and before CSRF
-# (which parses the body); it raises request.max_content_length and may refuse the body unread.
-LARGE_BODIES = {}
+def deny_outside_network():
+    deny(outside_network_reason(), kind="network")
 
 
-def access_control():
-    """The app-wide before_request hook: the area's gate (login, role, network), then CSRF.
+def install(app, gates, large_bodies):
+    """Put the gate in front of every request: ``gates`` maps a blueprint name to its gate;
+    ``large_bodies`` maps an endpoint to a hook run after the gate and before CSRF reads the body.
 
-    Flask-WTF's own hook is switched off (WTF_CSRF_CHECK_DEFAULT = False) because it would
-    parse the body of a request we are about to refuse. The global body limit stays small; a
-    LARGE_BODIES hook raises it for its one route, after the gate and before CSRF reads the body.
+    Flask-WTF's own hook is switched off (WTF_CSRF_CHECK_DEFAULT = False) because it would parse
+    the body of a request we are about to refuse. The global body limit stays small; a large-body
+    hook raises it for its one route, after the gate has passed.
     """
-    gate = GATES.get(request.blueprint)
-    if gate is not None:
-        refusal = gate()
-        if refusal is not None:
-            return refusal
-    large_body = LARGE_BODIES.get(request.endpoint)
-    if large_body is not None:
-        refusal = large_body()  # raises the size limit for this route, now that the gate has passed
-        if refusal is not None:
-            return refusal
-    if request.method not in SAFE_METHODS:
-        csrf.protect()
+    gates, large_bodies = dict(gates), dict(large_bodies)
+
+    def access_control():
+        gate = gates.get(request.blueprint)
+        if gate is not None:
+            refusal = gate()
+            if refusal is not None:
+                return refusal
+        large_body = large_bodies.get(request.endpoint)
+        if large_body is not None:
+            refusal = large_body()
+            if refusal is not None:
+                return refusal
+        if request.method not in SAFE_METHODS:
+            try:
+                csrf.protect()
+            except CSRFError as error:
+                record_denial("csrf", error.description)
+                raise
+        return None
+
+    app.before_request(access_control)
+
+
+def signed_in_store_user_gate():
+    """Any logged-in store user (the admin home)."""
+    if not current_user.is_authenticated or not isinstance(current_user._get_current_object(), User):
+        return deny_anonymous("auth.login")
     return None
 
 
 def store_admin_gate(maintainer_exempt):
-    """A before_request hook for a store admin blueprint: super_admin, and a maintainer
-    network for every endpoint not named in ``maintainer_exempt``."""
+    """A gate for a store admin blueprint: super_admin, and a maintainer network for every
+    endpoint not named in ``maintainer_exempt``."""
 
     def gate():
-        if not current_user.is_authenticated or not isinstance(current_user._get_current_object(), User):
-            return deny_anonymous("auth.login")
+        refusal = signed_in_store_user_gate()
+        if refusal is not None:
+            return refusal
         if not is_super_admin():
             deny("This page is only available to super-admins.")
         if request.endpoint not in maintainer_exempt and not is_maintainer_ip():
-            deny(outside_network_reason())
+            deny_outside_network()
         return None
 
     return gate
 
 
 def platform_gate(public_endpoints):
-    """A before_request hook for the platform area: operators only, from a maintainer network only."""
+    """A gate for the platform area: operators only, from a maintainer network only."""
 
     def gate():
         if request.endpoint in public_endpoints:
@@ -137,7 +178,7 @@ def platform_gate(public_endpoints):
         if not current_user.is_authenticated or not is_operator():
             return deny_anonymous("platform.login")
         if not is_maintainer_ip():
-            deny(outside_network_reason())
+            deny_outside_network()
         return None
 
     return gate

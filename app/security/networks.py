@@ -61,6 +61,8 @@ def client_ip(peer, forwarded_for, trusted_proxies):
     The socket peer is the client unless it is one of our trusted proxies; then the
     X-Forwarded-For chain is read right to left, skipping trusted proxies, and the first
     address that is not one is the client. Anything unparsable on the way fails closed.
+    A trusted proxy is never the client: a request from one that names no other address
+    (no header, or only proxies in it) comes from someone unknown, and gets None.
     """
     ip = parse_ip(peer)
     if ip is None:
@@ -74,5 +76,28 @@ def client_ip(peer, forwarded_for, trusted_proxies):
             return None
         if not in_networks(hop_ip, trusted_proxies):
             return hop_ip
-    # Every hop is a trusted proxy, or there is no header: a proxy itself is the client.
-    return parse_ip(hops[0]) if hops else ip
+    return None
+
+
+def is_whole_internet(network):
+    """A /0: every address of its family (0.0.0.0/0, ::/0, and ::ffff:0:0/96 once normalised)."""
+    return network.prefixlen == 0
+
+
+def needs_wide_confirmation(network, min_prefix_v4, min_prefix_v6):
+    """Is this network wider than the limit for its family (a shorter prefix than the minimum)?"""
+    limit = min_prefix_v4 if network.version == 4 else min_prefix_v6
+    return network.prefixlen < limit
+
+
+def proxy_overlaps(trusted_proxies, maintainer_networks):
+    """(proxy, network) pairs where a trusted proxy's address range and a maintainer network share
+    addresses, in the order given; strings are parsed like the configuration."""
+    proxies = [p if not isinstance(p, str) else parse_network(p) for p in trusted_proxies]
+    networks = [n if not isinstance(n, str) else parse_network(n) for n in maintainer_networks]
+    return [
+        (proxy, network)
+        for proxy in proxies
+        for network in networks
+        if proxy.version == network.version and proxy.overlaps(network)
+    ]

@@ -1,6 +1,4 @@
 """The public storefront: products and their images, or a maintenance page during a restore."""
-from flask import Blueprint
+from app.storefront.routes import bp
 
-bp = Blueprint("storefront", __name__)
-
-from app.storefront import routes  # noqa: E402,F401
+__all__ = ["bp"]

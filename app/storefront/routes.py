@@ -1,12 +1,29 @@
 """Storefront pages."""
-from flask import current_app, render_template, send_from_directory
+from pathlib import PurePosixPath
+
+from flask import Blueprint, current_app, render_template, send_from_directory
 
 from app.extensions import db
 from app.maintenance import in_maintenance
 from app.models import Product
-from app.storefront import bp
 
 RETRY_AFTER_SECONDS = 120
+
+# Uploaded and restored files are store content, never the app's active content. Only these
+# types, decided by the file's extension through this table (never by guessing), are shown
+# inline; everything else (HTML, SVG, scripts, no extension, ...) is an opaque download.
+INLINE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".avif": "image/avif",
+    ".pdf": "application/pdf",
+}
+DOWNLOAD_TYPE = "application/octet-stream"
+
+bp = Blueprint("storefront", __name__)
 
 
 @bp.before_request
@@ -29,4 +46,12 @@ def index():
 @bp.get("/uploads/<path:name>")
 def upload(name):
     # Product media is public on a storefront; send_from_directory refuses paths outside the folder.
-    return send_from_directory(current_app.config["UPLOADS_DIR"], name, max_age=300)
+    inline_type = INLINE_TYPES.get(PurePosixPath(name).suffix.lower())
+    response = send_from_directory(
+        current_app.config["UPLOADS_DIR"], name, max_age=300,
+        mimetype=inline_type or DOWNLOAD_TYPE, as_attachment=inline_type is None,
+    )
+    # Set here, so the app-wide after_request hook (setdefault) leaves them as they are.
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "sandbox"
+    return response

@@ -8,8 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import required
-from tests.test_demo import FLASK, ROOT, demo_env, flask, free_port
+from tests.helpers import DEMO, ROOT, demo_env, flask, free_port, required
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 # The flags this machine's Chromium needs: no sandbox as root, no network beyond localhost.
@@ -50,7 +49,7 @@ class DemoServer:
                 assert flask(["maintainers", "remove", cidr], self.env).returncode == 0
             for cidr in maintainer_networks:
                 assert flask(["maintainers", "add", cidr, "--label", "test"], self.env).returncode == 0
-        self.process = subprocess.Popen(FLASK + ["run-demo", "--port", str(self.port)], cwd=ROOT, env=self.env,
+        self.process = subprocess.Popen(DEMO + ["--port", str(self.port)], cwd=ROOT, env=self.env,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 30
         while True:

@@ -3,7 +3,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.snapshot import RestoreFailed
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.helpers import POSTGRES_ADMIN_URL
 from tests.faults.harness import damage
 from tests.snapshot.conftest import pg_store  # noqa: F401  (fixture)
 

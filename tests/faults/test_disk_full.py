@@ -8,7 +8,7 @@ import pytest
 
 from app.extensions import db
 from app.models import JobRun, Product, ProductImage
-from tests.conftest import required
+from tests.helpers import required
 from tests.faults.harness import state
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def small_filesystem(tmp_path):
 
 
 def test_a_full_disk_during_a_backup(app, client, as_role, small_filesystem, tmp_path, run_worker):
-    from tests.conftest import csrf_token_from
+    from tests.helpers import csrf_token_from
 
     backups = small_filesystem / "backups"
     app.config["BACKUPS_DIR"] = str(backups)

@@ -1,7 +1,7 @@
 """SIGKILL a restore at named points: after recovery the store is the old one or the archive's, never a mix."""
 import pytest
 
-from tests.conftest import POSTGRES_ADMIN_URL, required
+from tests.helpers import POSTGRES_ADMIN_URL, required
 from tests.faults.harness import Scenario, postgres_urls, sqlite_urls
 
 pytestmark = pytest.mark.slow

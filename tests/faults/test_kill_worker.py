@@ -6,13 +6,14 @@ import pytest
 from redis import Redis
 from rq.job import Job
 
-from app.backup import service
-from app.backup.runs import reconcile, start_run
+from app.operations import archives
+from app.operations import Caller
+from app.operations.runs import reconcile, start_run
 from app.extensions import db
 from app.maintenance import in_maintenance
 from app.models import JobRun
 from app.queue import SERIALIZER
-from tests.faults.conftest import TTL, kill_tree, rq_worker, wait_for
+from tests.helpers import TTL, kill_tree, rq_worker, wait_for
 from tests.faults.harness import damage, fill, state
 
 pytestmark = pytest.mark.slow
@@ -25,11 +26,11 @@ def test_worker_killed_mid_restore(worker_app, redis_url, phase):
     with app.app_context():
         fill(db.engine, uploads, orders=60_000, files=60, file_size=1_000_000)
         after = state(db.engine, uploads)
-        archive = service.backup("both", created_by="test")
+        archive = archives.backup("both", created_by="test")
         damage(db.engine, uploads)
         before = state(db.engine, uploads)
         with app.test_request_context():
-            run = start_run("restore", actor="user:super@test", client_ip="198.51.100.10", parts="both",
+            run = start_run("restore", Caller("user:super@test", "198.51.100.10"), parts="both",
                             options={"source": "kept", "name": archive.name, "safety": False})
     redis = Redis.from_url(redis_url)
     worker = rq_worker(app.worker_env)
@@ -50,7 +51,7 @@ def test_worker_killed_mid_restore(worker_app, redis_url, phase):
         assert run_row.state == "lost" and run_row.error
         wait_for(lambda: not in_maintenance(), timeout=TTL * 10)
         # The lock is free: the next backup can start.
-        nxt = start_run("backup", actor="user:super@test", client_ip="198.51.100.10", parts="database")
+        nxt = start_run("backup", Caller("user:super@test", "198.51.100.10"), parts="database")
         assert nxt.state == "queued"
 
     # The next worker recovers the half-done restore before anything else, then runs the backup.

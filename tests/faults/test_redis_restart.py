@@ -11,12 +11,12 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rq.job import Job
 
-from app.backup.runs import reconcile, start_run
+from app.operations.runs import finish_run, reconcile, start_run
+from app.operations import Caller
 from app.extensions import db
 from app.models import JobRun
 from app.queue import SERIALIZER
-from tests.conftest import required
-from tests.faults.conftest import dispose, kill_tree, make_worker_app, rq_worker, wait_for
+from tests.helpers import required, dispose, kill_tree, make_worker_app, rq_worker, wait_for
 from tests.faults.harness import fill, state
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,24 @@ def redis_server(tmp_path):
     server.kill()
 
 
+def final_run(app, run_id):
+    """Wait until the run's row (the truth about it) has ended, and return it."""
+    def ended():
+        db.session.expire_all()
+        run = reconcile(db.session.get(JobRun, run_id))
+        return run if run.state in ("finished", "failed", "lost") else None
+
+    with app.app_context(), app.test_request_context():
+        return wait_for(ended, timeout=90)
+
+
+def kept_archives(backups):
+    return sorted(p.name for p in backups.iterdir() if p.is_file())
+
+
 def test_redis_restarting_mid_backup(tmp_path, redis_server):
+    """Redis restarts empty while a real worker backs up. Whatever the timing, the platform database
+    decides: a finished run has its archive (listed, complete), a failed or lost one has none."""
     app = make_worker_app(tmp_path, redis_server.url)
     uploads, backups = Path(app.config["UPLOADS_DIR"]), Path(app.config["BACKUPS_DIR"])
     worker = None
@@ -75,7 +92,7 @@ def test_redis_restarting_mid_backup(tmp_path, redis_server):
             fill(db.engine, uploads, orders=20_000, files=80, file_size=1_000_000)
             before = state(db.engine, uploads)
             with app.test_request_context():
-                run = start_run("backup", actor="user:super@test", client_ip="198.51.100.10", parts="both")
+                run = start_run("backup", Caller("user:super@test", "198.51.100.10"), parts="both")
         worker = rq_worker(app.worker_env)
         job = Job(run.id, connection=Redis.from_url(redis_server.url), serializer=SERIALIZER)
         wait_for(lambda: job.get_meta(refresh=True).get("phase") == "files", timeout=60)
@@ -84,29 +101,58 @@ def test_redis_restarting_mid_backup(tmp_path, redis_server):
         time.sleep(0.5)
         redis_server.start()  # empty: the queue, the job, the lock and the heartbeats are gone
 
-        with app.app_context(), app.test_request_context():
-            # The run ends failed (the worker saw Redis go) or lost (nobody knows the job any more).
-            final = wait_for(lambda: (db.session.expire_all() or True) and
-                             reconcile(db.session.get(JobRun, run.id)).state in ("failed", "lost") and
-                             db.session.get(JobRun, run.id), timeout=60)
-            assert final.error
-            assert final.state == "lost" or "Redis" in final.error
-            # No half archive: neither a temp file nor an archive of the interrupted run.
-            wait_for(lambda: not list(backups.glob(".*.part")), timeout=30)
-            assert [p.name for p in backups.iterdir() if p.is_file()] == []
+        final = final_run(app, run.id)
+        wait_for(lambda: not list(backups.glob(".*.part")), timeout=30)
+        if final.state == "finished":
+            assert kept_archives(backups) == [final.archive_name]
+        else:
+            assert final.error and kept_archives(backups) == []
+        with app.app_context():
             assert state(db.engine, uploads) == before
         kill_tree(worker)
 
         # A new backup works with a new worker on the restarted Redis.
         worker = rq_worker(app.worker_env)
+        with app.app_context(), app.test_request_context():
+            again = start_run("backup", Caller("user:super@test", "198.51.100.10"), parts="both")
+        done = final_run(app, again.id)
+        assert done.state == "finished", done.error
+        assert (backups / done.archive_name).is_file()
+    finally:
+        if worker is not None and worker.poll() is None:
+            kill_tree(worker)
+        dispose(app)
+
+
+@pytest.mark.parametrize("declared", ["lost", None])
+def test_the_database_decides_when_redis_forgets_a_running_backup(tmp_path, redis_server, declared):
+    """The two orders the race can take, made deterministic with a real worker: Redis is flushed
+    mid-backup; on the slow path the web side declares the run lost before the worker finishes (its
+    archive is then removed), on the fast path the worker finishes first (finished, archive kept)."""
+    app = make_worker_app(tmp_path, redis_server.url)
+    backups = Path(app.config["BACKUPS_DIR"])
+    worker = None
+    try:
         with app.app_context():
+            fill(db.engine, Path(app.config["UPLOADS_DIR"]), orders=20_000, files=80, file_size=1_000_000)
             with app.test_request_context():
-                again = start_run("backup", actor="user:super@test", client_ip="198.51.100.10", parts="both")
-            done = wait_for(lambda: (db.session.expire_all() or True) and
-                            db.session.get(JobRun, again.id).state in ("finished", "failed") and
-                            db.session.get(JobRun, again.id), timeout=120)
-            assert done.state == "finished", done.error
-            assert (backups / done.archive_name).is_file()
+                run = start_run("backup", Caller("user:super@test", "198.51.100.10"), parts="both")
+        worker = rq_worker(app.worker_env)
+        redis = Redis.from_url(redis_server.url)
+        job = Job(run.id, connection=redis, serializer=SERIALIZER)
+        wait_for(lambda: job.get_meta(refresh=True).get("phase") == "files", timeout=60)
+        redis.flushall()
+        if declared:
+            with app.app_context():
+                assert finish_run(db.session.get(JobRun, run.id), "lost", error="declared lost by the test")
+        final = final_run(app, run.id)
+        wait_for(lambda: not list(backups.glob(".*.part")), timeout=30)
+        if declared:
+            assert final.state == "lost"
+            wait_for(lambda: kept_archives(backups) == [], timeout=60)  # the worker removes what it made
+        else:
+            assert final.state == "finished", final.error
+            assert kept_archives(backups) == [final.archive_name]
     finally:
         if worker is not None and worker.poll() is None:
             kill_tree(worker)

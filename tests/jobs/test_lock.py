@@ -81,11 +81,11 @@ def test_locks_are_per_store(redis):
 
 def test_a_running_holder_takes_back_a_lock_that_vanished(app, redis):
     """Redis restarted empty while a restore still runs: its next heartbeat holds the store again."""
-    from app.backup.runs import Heartbeat
+    from app.operations.runs import Heartbeat
 
     lock = OperationLock(redis, app.config["STORE_NAME"])
     assert lock.acquire("run-1", never_dead)
-    heartbeat = Heartbeat(app, redis, "run-1", holds_lock=True)
+    heartbeat = Heartbeat(app, redis, "run-1", lock=lock)
     redis.flushdb()  # what a restart of a Redis that keeps nothing on disk does
     heartbeat.beat()
     assert lock.holder() == "run-1"

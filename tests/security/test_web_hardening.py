@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from app.extensions import db
+from app.operations import Caller
 from app.models import AuditEvent, JobRun, MaintainerNetwork
-from tests.conftest import client_at, csrf_token_from, login
+from tests.helpers import client_at, csrf_token_from, login
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 
@@ -89,9 +90,9 @@ def test_pages_showing_archives_are_not_cached(app, client, as_role, runner):
     made = runner.invoke(args=["backup", "create", "--parts", "database"]).output.strip().splitlines()[-1]
     as_role("super_admin")
     with app.test_request_context():
-        from app.backup.runs import start_run
+        from app.operations.runs import start_run
 
-        run = start_run("backup", actor="user:super_admin@test.example", client_ip="198.51.100.10", parts="database")
+        run = start_run("backup", Caller("user:super_admin@test.example", "198.51.100.10"), parts="database")
     for url in ["/admin/tools/backup/", f"/admin/tools/backup/runs/{run.id}",
                 f"/admin/tools/backup/archives/{Path(made).name}", "/admin/tools/backup/audit"]:
         response = client.get(url)
@@ -142,21 +143,42 @@ def test_production_refuses_to_start_without_its_keys(monkeypatch):
         create_app("production")
 
 
-def test_the_worker_runs_nothing_outside_the_jobs_package(app, run_worker, tmp_path):
+@pytest.mark.parametrize("name, args, kwargs, options", [
+    ("os.system", ["touch {marker}"], {}, {}),
+    ("jobs.context.os.system", ["touch {marker}"], {}, {}),  # passed the old "jobs." prefix check
+    ("jobs.functions.os.system", ["touch {marker}"], {}, {}),
+    ("jobs.worker.recover_after_crash", [], {}, {}),
+    ("jobs.functions.backup_store", ["run-id"], {"extra": "touch {marker}"}, {}),
+    ("jobs.functions.backup_store", ["run-id", "touch {marker}"], {}, {}),
+    ("jobs.functions.backup_store", ["run-id"], {}, {"on_failure": "os.system", "on_success": "os.system"}),
+])
+def test_the_worker_runs_only_registered_functions_with_one_run_id(app, run_worker, tmp_path, name, args, kwargs,
+                                                                   options):
+    from rq import Callback
+
     from app.queue import get_queue
 
     marker = tmp_path / "pwned"
     with app.app_context():
         queue = get_queue(app)
-        for name in ("os.system", "subprocess.call", "jobs.worker.recover_after_crash"):
-            queue.enqueue(name, f"touch {marker}" if name != "jobs.worker.recover_after_crash" else None)
+        queue.enqueue(name, *[a.format(marker=marker) for a in args],
+                      **{k: v.format(marker=marker) for k, v in kwargs.items()},
+                      **{k: Callback(v) for k, v in options.items()})
     run_worker()
     with app.app_context():
         queue = get_queue(app)
-        assert queue.failed_job_registry.count == 3
-        for job_id in queue.failed_job_registry.get_job_ids():
-            assert "only functions of the jobs package run here" in queue.fetch_job(job_id).latest_result().exc_string
+        (job_id,) = queue.failed_job_registry.get_job_ids()
+        assert "UnsafeJob: Refusing" in queue.fetch_job(job_id).latest_result().exc_string
     assert not marker.exists()
+
+
+def test_the_registry_names_exactly_the_functions_the_web_side_enqueues():
+    from app.queue import JOB_FUNCTIONS
+    from jobs.worker import REGISTRY
+
+    assert set(REGISTRY) == set(JOB_FUNCTIONS.values())
+    for name, function in REGISTRY.items():
+        assert f"{function.__module__}.{function.__qualname__}" == name
 
 
 def test_failed_logins_are_audited_with_a_generic_message(app, client):
@@ -181,7 +203,7 @@ def test_job_arguments_carry_ids_not_secrets(app, client, as_role):
     with app.app_context():
         run = db.session.scalars(db.select(JobRun)).one()
         job = get_queue(app).fetch_job(run.id)
-        assert job.func_name == "jobs.operations.backup_store" and job.args == [run.id] and not job.kwargs
+        assert job.func_name == "jobs.functions.backup_store" and job.args == [run.id] and not job.kwargs
     with Redis.from_url(app.config["REDIS_URL"]) as redis:
         stored = b"".join(redis.dump(k) or b"" for k in redis.keys("*"))
     for secret in (app.config["SECRET_KEY"], app.config["BACKUP_SIGNING_KEY"]):
@@ -189,14 +211,13 @@ def test_job_arguments_carry_ids_not_secrets(app, client, as_role):
 
 
 def test_text_from_archives_and_errors_is_escaped_in_fragments(app, client, as_role):
-    from app.backup.runs import finish_run, start_run
+    from app.operations.runs import finish_run, start_run
 
     hostile = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
     as_role("super_admin")
     with app.test_request_context():
-        failed = start_run("backup", actor="user:super_admin@test.example", client_ip="198.51.100.10", parts="both")
-        checked = start_run("inspect", actor="user:super_admin@test.example", client_ip="198.51.100.10",
-                            options={"source": "upload", "name": "x.zip", "original_name": hostile})
+        failed = start_run("backup", Caller("user:super_admin@test.example", "198.51.100.10"), parts="both")
+        checked = start_run("inspect", Caller("user:super_admin@test.example", "198.51.100.10"), options={"source": "upload", "name": "x.zip", "original_name": hostile})
         ids = failed.id, checked.id
         finish_run(db.session.get(JobRun, failed.id), "failed", error=f"Refused {hostile}")
         finish_run(db.session.get(JobRun, checked.id), "finished", result={"summary": {

@@ -3,7 +3,7 @@ import pytest
 
 from app.backup import MAINTAINER_EXEMPT
 from app.platform import PUBLIC_ENDPOINTS
-from tests.conftest import OUTSIDE_IP, ROLES
+from tests.helpers import OUTSIDE_IP, ROLES
 
 from werkzeug.routing import IntegerConverter
 

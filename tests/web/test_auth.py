@@ -1,7 +1,9 @@
 """Login and logout for store users and platform operators."""
+import pytest
+
 from app.extensions import db
 from app.models import AuditEvent
-from tests.conftest import csrf_token_from, login
+from tests.helpers import csrf_token_from, login
 
 
 def test_login_and_logout(client):
@@ -54,6 +56,62 @@ def test_next_parameter_only_goes_local(client):
     assert response.headers["Location"] == "/admin/"
 
 
+NEXT_WITH_CONTROL_CHARACTERS = [
+    "/admin%0d%0aSet-Cookie:x",
+    "/admin%0aSet-Cookie:x",
+    "/admin%0d",
+    "/%09/evil.example/",          # browsers drop tabs and line breaks: this would be //evil.example/
+    "/%0a/evil.example/",
+    "/admin%00",
+    "/admin%7f",
+    "/admin%c2%85",                # NEL, a C1 control
+    "/admin%e2%80%a8x",            # LINE SEPARATOR
+]
+
+
+@pytest.mark.parametrize("path, email, home", [
+    ("/login", "super_admin@test.example", "/admin/"),
+    ("/platform/login", "operator@test.example", "/platform/maintainers"),
+])
+@pytest.mark.parametrize("target", NEXT_WITH_CONTROL_CHARACTERS)
+def test_next_with_control_characters_is_dropped(client, path, email, home, target):
+    token = csrf_token_from(client.get(path))
+    response = client.post(f"{path}?next={target}", data={
+        "email": email, "password": "correct horse battery", "csrf_token": token})
+    assert response.status_code == 302
+    assert response.headers["Location"] == home
+    assert "Set-Cookie" not in response.headers or "x" not in response.headers.getlist("Set-Cookie")
+
+
+@pytest.mark.parametrize("path, email", [
+    ("/login", "super_admin@test.example"),
+    ("/platform/login", "operator@test.example"),
+])
+@pytest.mark.parametrize("target", ["//evil.example/", "/\\evil.example/", "https://evil.example/", "evil.example",
+                                    "javascript:alert(1)", "\t//evil.example/"])
+def test_next_refuses_off_site_targets_on_both_logins(client, path, email, target):
+    from urllib.parse import quote
+
+    token = csrf_token_from(client.get(path))
+    response = client.post(f"{path}?next={quote(target, safe='')}", data={
+        "email": email, "password": "correct horse battery", "csrf_token": token})
+    assert response.status_code == 302 and response.headers["Location"].startswith("/")
+    assert "evil" not in response.headers["Location"] and not response.headers["Location"].startswith("//")
+
+
+@pytest.mark.parametrize("path, email, target", [
+    ("/login", "super_admin@test.example", "/admin/tools/backup/?tab=restore"),
+    ("/platform/login", "operator@test.example", "/platform/audit"),
+])
+def test_next_keeps_local_targets(client, path, email, target):
+    from urllib.parse import quote
+
+    token = csrf_token_from(client.get(path))
+    response = client.post(f"{path}?next={quote(target, safe='')}", data={
+        "email": email, "password": "correct horse battery", "csrf_token": token})
+    assert response.status_code == 302 and response.headers["Location"] == target
+
+
 def test_operator_login_is_separate(client):
     assert login(client, "operator@test.example").status_code == 400  # not a store user
     assert login(client, "super_admin@test.example", path="/platform/login").status_code == 400
@@ -63,7 +121,7 @@ def test_operator_login_is_separate(client):
 
 
 def test_failed_logins_are_throttled_per_account(app, client, redis_url):
-    from tests.conftest import client_at
+    from tests.helpers import client_at
 
     app.config["LOGIN_LIMIT_PER_ACCOUNT"] = "3 per 15 minutes"
     for _ in range(3):

@@ -1,8 +1,13 @@
 """flask backup ...: the archive path on the last line; every failure one line on stderr, exit non-zero."""
 from pathlib import Path
 
+import pytest
+
 from app.extensions import db
+from app.operations import Caller
+from app.maintenance import in_maintenance
 from app.models import AuditEvent, Product, StoreStatus
+from app.operations.runs import RunRefused, holding, new_holder, start_run, store_lock
 
 
 def last_line(result):
@@ -62,27 +67,20 @@ def test_failures_are_one_line_and_exit_non_zero(app, runner, tmp_path):
 
 
 def test_cli_and_web_share_the_store_lock(app, runner):
-    import pytest
-
-    from app.backup.runs import RunRefused, command_line_operation, operation_lock, start_run
-    from app.maintenance import in_maintenance
-
     backup = last_line(runner.invoke(args=["backup", "create", "--parts", "database"]))
     with app.test_request_context():
-        web = start_run("backup", actor="user:super_admin@test.example", client_ip="198.51.100.10", parts="both")
+        web = start_run("backup", Caller("user:super_admin@test.example", "198.51.100.10"), parts="both")
     refused = runner.invoke(args=["backup", "restore", backup, "--parts", "database", "--yes"])
     assert refused.exit_code == 1
     assert refused.output.strip() == ("Error: Not started: a backup started by super_admin@test.example is still "
-                                      "running. Only one backup or restore runs at a time; wait for it to finish "
-                                      "and try again.")
+                                      "running. Only one runs at a time; wait for it to finish and try again.")
     with app.test_request_context():
-        assert operation_lock().release(web.id)
-        with command_line_operation():
+        assert store_lock("backup").release(web.id)
+        with holding(new_holder(), "backup"):
             with pytest.raises(RunRefused, match="started from the command line"):
-                start_run("restore", actor="user:super_admin@test.example", client_ip="198.51.100.10",
-                          parts="both", options={"source": "kept", "name": Path(backup).name})
+                start_run("restore", Caller("user:super_admin@test.example", "198.51.100.10"), parts="both", options={"source": "kept", "name": Path(backup).name})
         # A command-line holder whose heartbeat is gone (the command was killed) is taken over.
-        assert operation_lock().acquire("cli-killed", is_dead=lambda holder: False)
-        run = start_run("backup", actor="user:super_admin@test.example", client_ip="198.51.100.10", parts="both")
-        assert operation_lock().holder() == run.id
+        assert store_lock("backup").acquire("cli-killed", is_dead=lambda holder: False)
+        run = start_run("backup", Caller("user:super_admin@test.example", "198.51.100.10"), parts="both")
+        assert store_lock("backup").holder() == run.id
         assert not in_maintenance()

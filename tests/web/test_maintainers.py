@@ -1,7 +1,9 @@
 """The maintainer list: the platform page and the CLI, with lock-out refusal and audit entries."""
+import pytest
+
 from app.extensions import db
 from app.models import AuditEvent, MaintainerNetwork
-from tests.conftest import client_at, csrf_token_from
+from tests.helpers import client_at, csrf_token_from
 
 
 def cidrs(app):
@@ -99,7 +101,7 @@ def test_operator_outside_network_cannot_widen_list(app, as_operator):
 
 
 def test_cli_add_list_remove(app, runner):
-    result = runner.invoke(args=["maintainers", "add", "2001:db8::/32", "--label", "Ops v6"])
+    result = runner.invoke(args=["maintainers", "add", "2001:db8::/32", "--label", "Ops v6", "--wide"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(args=["maintainers", "list"])
     assert "2001:db8::/32\tOps v6" in result.output
@@ -126,3 +128,134 @@ def test_cli_accounts(app, runner):
     result = runner.invoke(args=["platform", "create-operator", "ops@test.example", "--password", "pw12345678"])
     assert result.exit_code == 0, result.output
     assert runner.invoke(args=["users", "create", "x@test.example", "--role", "god", "--password", "x"]).exit_code == 2
+
+
+def proxies(app, *items):
+    app.config["TRUSTED_PROXIES"] = list(items)
+    app.extensions.pop("trusted_proxies", None)
+
+
+def test_trusted_proxy_without_forwarded_for_is_not_a_maintainer(app, as_operator):
+    # A proxy whose own address lies inside a maintainer network: its own requests name no client.
+    proxies(app, "198.51.100.1")
+    proxy = client_at(app, "198.51.100.1")
+    as_operator(proxy)
+    assert proxy.get("/platform/maintainers").status_code == 403
+    assert proxy.get("/platform/maintainers", headers={"X-Forwarded-For": "198.51.100.1"}).status_code == 403
+    assert proxy.get("/platform/maintainers", headers={"X-Forwarded-For": "198.51.100.20"}).status_code == 200
+
+
+def test_startup_check_names_proxy_and_network(app):
+    from app.operations.maintainers import check_proxies_outside_maintainers
+
+    proxies(app, "10.0.0.1", "198.51.100.0/28")
+    with pytest.raises(RuntimeError) as refused:
+        check_proxies_outside_maintainers(app)
+    message = str(refused.value)
+    assert "198.51.100.0/28" in message and "198.51.100.0/24" in message and "TRUSTED_PROXIES" in message
+    assert "10.0.0.1" not in message
+    proxies(app, "10.0.0.1", "::ffff:192.0.2.1")
+    check_proxies_outside_maintainers(app)  # no overlap: nothing to say
+    proxies(app)
+    check_proxies_outside_maintainers(app)
+
+
+def test_startup_check_tolerates_missing_tables(tmp_path, redis_url):
+    from app import create_app
+    from app.operations.maintainers import check_proxies_outside_maintainers
+    from tests.helpers import app_overrides
+
+    fresh = create_app("testing", app_overrides(tmp_path / "fresh", redis_url, TRUSTED_PROXIES=["10.0.0.1"]))
+    try:
+        check_proxies_outside_maintainers(fresh)  # no tables yet (before `flask db upgrade`)
+    finally:
+        with fresh.app_context():
+            for engine in db.engines.values():
+                engine.dispose()
+
+
+def test_add_refuses_network_holding_a_trusted_proxy(app, client, as_operator, runner):
+    proxies(app, "192.0.2.7")
+    as_operator()
+    response = post_form(client, "/platform/maintainers", {"cidr": "192.0.2.0/24", "label": "Branch"})
+    assert response.status_code == 400
+    assert b"trusted proxy 192.0.2.7" in response.data
+    result = runner.invoke(args=["maintainers", "add", "192.0.2.7", "--label", "x"])
+    assert result.exit_code == 1 and "trusted proxy 192.0.2.7" in result.output
+    result = runner.invoke(args=["maintainers", "add", "192.0.0.0/8", "--label", "x", "--wide"])
+    assert result.exit_code == 1 and "trusted proxy 192.0.2.7" in result.output
+    assert cidrs(app) == ["198.51.100.0/24"]
+    assert ("192.0.2.0/24", "failure") in audit_actions(app, "maintainers.add")
+    assert ("192.0.2.7/32", "failure") in audit_actions(app, "maintainers.add")
+    assert post_form(client, "/platform/maintainers", {"cidr": "192.0.3.0/24", "label": "Next door"}).status_code == 302
+
+
+WHOLE_INTERNET = ["0.0.0.0/0", "::/0", "::ffff:0:0/96", "::ffff:0.0.0.0/96"]
+
+
+@pytest.mark.parametrize("cidr", WHOLE_INTERNET)
+def test_whole_internet_is_refused_on_the_page(app, client, as_operator, cidr):
+    as_operator()
+    for data in ({"cidr": cidr, "label": "all"}, {"cidr": cidr, "label": "all", "confirm_wide": cidr}):
+        response = post_form(client, "/platform/maintainers", data)
+        assert response.status_code == 400
+        assert b"every address on the internet" in response.data
+    assert cidrs(app) == ["198.51.100.0/24"]
+    assert audit_actions(app, "maintainers.add")[-1][1] == "failure"
+
+
+@pytest.mark.parametrize("cidr", WHOLE_INTERNET)
+def test_whole_internet_is_refused_by_the_cli(app, runner, cidr):
+    result = runner.invoke(args=["maintainers", "add", cidr, "--label", "all", "--wide"])
+    assert result.exit_code == 1 and "every address on the internet" in result.output
+    assert cidrs(app) == ["198.51.100.0/24"]
+    assert audit_actions(app, "maintainers.add")[-1][1] == "failure"
+
+
+def test_wide_network_needs_the_checkbox(app, client, as_operator):
+    as_operator()
+    response = post_form(client, "/platform/maintainers", {"cidr": "10.0.0.0/8", "label": "Corporate"})
+    assert response.status_code == 409
+    assert b"I understand this lets every address in 10.0.0.0/8 run backups and restores" in response.data
+    assert b'name="confirm_wide"' in response.data and b'value="10.0.0.0/8"' in response.data
+    assert b'value="Corporate"' in response.data  # the form keeps what was typed
+    assert cidrs(app) == ["198.51.100.0/24"]
+    assert audit_actions(app, "maintainers.add")[-1] == ("10.0.0.0/8", "denied")
+
+    # Ticking the box for one network does not confirm another one.
+    response = post_form(client, "/platform/maintainers", {"cidr": "11.0.0.0/8", "label": "x", "confirm_wide": "10.0.0.0/8"})
+    assert response.status_code == 409 and "11.0.0.0/8" not in cidrs(app)
+    response = post_form(client, "/platform/maintainers", {"cidr": "10.0.0.0/8", "label": "x", "confirm_wide": "y"})
+    assert response.status_code == 409 and "10.0.0.0/8" not in cidrs(app)
+
+    response = post_form(client, "/platform/maintainers",
+                         {"cidr": "10.0.0.0/8", "label": "Corporate", "confirm_wide": "10.0.0.0/8"})
+    assert response.status_code == 302
+    assert "10.0.0.0/8" in cidrs(app)
+    assert audit_actions(app, "maintainers.add")[-1] == ("10.0.0.0/8", "success")
+
+
+def test_wide_ipv6_network_needs_the_checkbox(app, client, as_operator):
+    as_operator()
+    assert post_form(client, "/platform/maintainers", {"cidr": "2001:db8::/47", "label": "v6"}).status_code == 409
+    assert post_form(client, "/platform/maintainers", {"cidr": "2001:db8::/48", "label": "v6"}).status_code == 302
+    assert post_form(client, "/platform/maintainers", {"cidr": "192.0.0.0/16", "label": "v4"}).status_code == 302
+
+
+def test_wide_limits_come_from_the_config(app, client, as_operator, runner):
+    app.config["MAINTAINER_MIN_PREFIX_V4"] = 24
+    app.config["MAINTAINER_MIN_PREFIX_V6"] = 64
+    as_operator()
+    assert post_form(client, "/platform/maintainers", {"cidr": "192.0.0.0/23", "label": "v4"}).status_code == 409
+    assert runner.invoke(args=["maintainers", "add", "2001:db8::/63", "--label", "v6"]).exit_code == 1
+    assert post_form(client, "/platform/maintainers", {"cidr": "192.0.2.0/24", "label": "v4"}).status_code == 302
+
+
+def test_cli_wide_network_needs_the_flag(app, runner):
+    result = runner.invoke(args=["maintainers", "add", "10.0.0.0/8", "--label", "Corporate"])
+    assert result.exit_code == 1 and "--wide" in result.output
+    assert cidrs(app) == ["198.51.100.0/24"]
+    assert audit_actions(app, "maintainers.add")[-1] == ("10.0.0.0/8", "denied")
+    result = runner.invoke(args=["maintainers", "add", "10.0.0.0/8", "--label", "Corporate", "--wide"])
+    assert result.exit_code == 0, result.output
+    assert "10.0.0.0/8" in cidrs(app)

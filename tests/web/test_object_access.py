@@ -1,10 +1,11 @@
 """Routes that serve both exports and backups check the object on every request, not only at its start."""
 import pytest
 
-from app.backup.runs import start_run
+from app.operations.runs import start_run
+from app.operations import Caller
 from app.extensions import db
 from app.models import JobRun
-from tests.conftest import csrf_token_from
+from tests.helpers import csrf_token_from
 
 
 @pytest.fixture
@@ -17,8 +18,7 @@ def archives(app, runner):
 
 def make_run(app, kind):
     with app.test_request_context():
-        return start_run(kind, actor="user:super_admin@test.example", client_ip="198.51.100.10",
-                         parts="database").id
+        return start_run(kind, Caller("user:super_admin@test.example", "198.51.100.10"), parts="database").id
 
 
 def test_outside_network_may_poll_exports_but_not_backups(app, outside_client, as_role):

@@ -7,7 +7,7 @@ from werkzeug.test import encode_multipart
 
 from app.extensions import db
 from app.models import JobRun
-from tests.conftest import csrf_token_from
+from tests.helpers import csrf_token_from
 from tests.faults.harness import state
 
 URL = "/admin/tools/backup/restore/upload"

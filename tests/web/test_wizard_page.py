@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from tests.conftest import OUTSIDE_IP
+from tests.helpers import OUTSIDE_IP
 
 
 def card(html, name):
@@ -55,7 +55,7 @@ def test_empty_maintainer_list_disables_cards_for_everyone(app, client, as_role)
 
 
 def test_trusted_proxy_header_is_believed_only_from_the_proxy(app, as_role):
-    from tests.conftest import client_at
+    from tests.helpers import client_at
 
     app.config["TRUSTED_PROXIES"] = ["10.0.0.1"]
     app.extensions.pop("trusted_proxies", None)

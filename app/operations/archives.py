@@ -1,11 +1,18 @@
-"""The service layer between the web/CLI/jobs and the engine: reads the app's configuration, calls app.snapshot."""
+"""The engine, configured from the app: create, check, restore, list and delete archives."""
+from datetime import datetime, timedelta, timezone
+
 from flask import current_app
 
-from app import snapshot
+from app import audit, snapshot
 from app.extensions import db
-from app.models import store_metadata
+from app.models import StoreStatus, store_metadata
 from app.schema import APP_VERSION, code_revision
-from app.snapshot import SnapshotError  # noqa: F401  (re-exported for callers)
+from app.snapshot import SnapshotError
+from app.snapshot.container import PARTS, Reader
+from app.snapshot import journal
+
+__all__ = ["PARTS", "SnapshotError", "export", "backup", "inspect", "restore", "manifest_of", "list_archives",
+           "archive_path", "delete", "recover", "end_store_sessions", "expire_exports", "export_bytes"]
 
 
 def _config(key):
@@ -30,10 +37,17 @@ def _create(kind, parts, created_by, progress, **options):
 
 
 def inspect(path, progress=None):
+    """Check an archive completely (signature, manifest, every checksum); return its summary."""
     return snapshot.inspect_archive(
         path, signing_key=_config("BACKUP_SIGNING_KEY"), schema_revision=code_revision(), metadata=store_metadata(),
         max_total_bytes=_config("MAX_RESTORE_BYTES"), progress=progress,
     )
+
+
+def manifest_of(path):
+    """The signed manifest alone: cheap, for refusing what can be refused before any work."""
+    with Reader(path, _config("BACKUP_SIGNING_KEY")) as reader:
+        return reader.manifest
 
 
 def restore(path, parts, progress=None):
@@ -48,11 +62,17 @@ def restore(path, parts, progress=None):
 
 def end_store_sessions():
     """After a restore every store session from before it is over (the users table was replaced)."""
-    from app.models import StoreStatus
-
     status = StoreStatus.for_update()
     status.session_epoch += 1
     db.session.commit()
+
+
+def recover(actor="worker"):
+    """Finish or undo a restore a killed process left half-done (only while holding the store's lock)."""
+    actions = journal.recover(_config("UPLOADS_DIR"), db.engine)
+    for action in actions:
+        audit.record("restore.recover", detail=action, actor=actor)
+    return actions
 
 
 def list_archives():
@@ -67,12 +87,24 @@ def delete(name):
     snapshot.delete_archive(_config("BACKUPS_DIR"), name)
 
 
-def recover():
-    """Finish or undo a restore a killed worker left half-done (call only while holding the store's lock)."""
-    from app import audit
-    from app.snapshot import journal
+def _exports():
+    return [a for a in list_archives() if a.kind == "export"]
 
-    actions = journal.recover(_config("UPLOADS_DIR"), db.engine)
-    for action in actions:
-        audit.record("restore.recover", detail=action, actor="worker")
-    return actions
+
+def expire_exports(now=None):
+    """Exports leave the maintainer network and are kept only EXPORT_TTL_DAYS; return what was removed."""
+    now = now or datetime.now(timezone.utc)
+    cutoff = now - timedelta(days=_config("EXPORT_TTL_DAYS"))
+    removed = []
+    for info in _exports():
+        made = snapshot.container.NAME_PATTERN.match(info.name)["stamp"]
+        if datetime.strptime(made, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc) < cutoff:
+            delete(info.name)
+            audit.record("archive.expire", target=info.name, actor="system", detail="export past its time to live")
+            removed.append(info.name)
+    return removed
+
+
+def export_bytes():
+    """What kept exports take on disk, for the export quota."""
+    return sum(info.size for info in _exports())

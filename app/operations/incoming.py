@@ -1,17 +1,16 @@
-"""Uploaded archives: streamed by werkzeug straight into a 0600 temp file in the backups folder."""
+"""Uploaded archives waiting for their check and restore: named by us, removed when their run ends."""
 import os
 import secrets
-import tempfile
+import shutil
 import time
 from pathlib import Path
 
-from flask import Request, current_app, has_app_context
+from flask import current_app
+
+from app.operations.archives import archive_path
+from app.snapshot.files import FREE_SPACE_MARGIN
 
 INCOMING = "incoming"
-# Keep this much disk free beyond what an upload needs.
-FREE_SPACE_MARGIN = 256 * 1024 * 1024
-# Uploaded archives nobody restored are removed after this long.
-INCOMING_TTL = 24 * 3600
 
 
 def incoming_dir():
@@ -20,20 +19,14 @@ def incoming_dir():
     return folder
 
 
-class UploadRequest(Request):
-    """File parts of a multipart body go to an unnamed-on-failure temp file beside the backups,
-    never into memory and never into the system temp folder (which may be small or shared)."""
-
-    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
-        if not has_app_context():
-            return super()._get_file_stream(total_content_length, content_type, filename, content_length)
-        # Deleted on close unless store_upload() linked it under a real name first.
-        return tempfile.NamedTemporaryFile("w+b", dir=incoming_dir(), prefix=".upload-", suffix=".part")
+def has_room_for(size):
+    """Is there room to receive ``size`` bytes and still keep the engine's safety margin free?"""
+    return shutil.disk_usage(incoming_dir()).free - size >= FREE_SPACE_MARGIN
 
 
 def store_upload(upload):
-    """Give the received temp file a name of our own (never the client's) and return that name."""
-    _remove_stale()
+    """Give a received upload (a werkzeug FileStorage) a name of our own, never the client's."""
+    remove_stale()
     name = f"{secrets.token_hex(12)}.zip"
     target = incoming_dir() / name
     stream = upload.stream
@@ -50,22 +43,32 @@ def store_upload(upload):
 
 def source_path(options):
     """The archive a run works on: an uploaded one (by our own name) or a kept one."""
-    from app.backup import service
-
     name = options.get("name", "")
     if options.get("source") == "upload":
         path = incoming_dir() / Path(name).name
         if path.name != name or not path.is_file():
             raise FileNotFoundError("The uploaded file is gone (uploads are kept for a day); upload it again.")
         return path
-    return service.archive_path(name)
+    return archive_path(name)
 
 
-def _remove_stale():
-    cutoff = time.time() - INCOMING_TTL
+def discard(options):
+    """Remove a run's uploaded archive (after its restore, or when its check refused it)."""
+    if options.get("source") == "upload":
+        name = Path(options.get("name", "")).name
+        if name:
+            (incoming_dir() / name).unlink(missing_ok=True)
+
+
+def remove_stale(max_age=None):
+    """Uploads nobody restored, past INCOMING_TTL seconds; also run by the worker at start."""
+    cutoff = time.time() - (max_age if max_age is not None else current_app.config["INCOMING_TTL"])
+    removed = 0
     for path in incoming_dir().iterdir():
         try:
             if path.is_file() and path.stat().st_mtime < cutoff:
                 path.unlink()
+                removed += 1
         except FileNotFoundError:
             pass
+    return removed

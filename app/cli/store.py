@@ -1,12 +1,17 @@
-"""flask commands: demo data, the maintainer list, accounts, and the demo server."""
+"""flask commands for the store and the platform: the maintainer list, accounts, demo data."""
 import sys
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from app import audit
 from app.extensions import db
 from app.models import ROLES, PlatformOperator, User
+from app.operations.maintainers import (
+    MaintainerListError, NeedsWideConfirmation, add_network, list_networks, remove_network,
+)
+from app.seed import seed_demo, seed_platform, store_is_empty
 
 maintainers_cli = AppGroup("maintainers", help="Manage the maintainer network list (platform team).")
 platform_cli = AppGroup("platform", help="Platform team accounts.")
@@ -21,8 +26,6 @@ def fail(message):
 @maintainers_cli.command("list")
 def maintainers_list():
     """List the maintainer networks."""
-    from app.platform.maintainers import list_networks
-
     networks = list_networks()
     if not networks:
         click.echo("The maintainer list is empty: nobody can run a backup or restore.")
@@ -33,12 +36,15 @@ def maintainers_list():
 @maintainers_cli.command("add")
 @click.argument("cidr")
 @click.option("--label", required=True, help="Whose network this is.")
-def maintainers_add(cidr, label):
+@click.option("--wide", is_flag=True,
+              help="Confirm a network wider than MAINTAINER_MIN_PREFIX_V4 / _V6 (default /16 and /48): "
+                   "every address in it can run backups and restores.")
+def maintainers_add(cidr, label, wide):
     """Add a network (CIDR) to the maintainer list."""
-    from app.platform.maintainers import MaintainerListError, add_network
-
     try:
-        entry = add_network(cidr, label, "cli", audit_actor="cli")
+        entry = add_network(cidr, label, "cli", audit_actor="cli", confirm_wide=wide)
+    except NeedsWideConfirmation as error:
+        fail(f"{error} Pass --wide to add it anyway.")
     except MaintainerListError as error:
         fail(str(error))
     click.echo(f"Added {entry.cidr} ({entry.label}).")
@@ -48,8 +54,6 @@ def maintainers_add(cidr, label):
 @click.argument("cidr")
 def maintainers_remove(cidr):
     """Remove a network from the maintainer list."""
-    from app.platform.maintainers import MaintainerListError, remove_network
-
     try:
         remove_network(cidr, audit_actor="cli")
     except MaintainerListError as error:
@@ -69,8 +73,6 @@ def create_operator(email, password):
     operator.set_password(password)
     db.session.add(operator)
     db.session.commit()
-    from app import audit
-
     audit.record("platform.create_operator", target=email, actor="cli")
     click.echo(f"Created platform operator {email}.")
 
@@ -88,8 +90,6 @@ def create_user(email, role, password):
     user.set_password(password)
     db.session.add(user)
     db.session.commit()
-    from app import audit
-
     audit.record("users.create", target=email, detail=role, actor="cli")
     click.echo(f"Created {role} {email}.")
 
@@ -97,28 +97,9 @@ def create_user(email, role, password):
 @click.command("seed-demo")
 def seed_demo_command():
     """Fill an empty store with demo data (does nothing when the store has users)."""
-    from app.seed import seed_demo, seed_platform, store_is_empty
-
     seed_platform()
     if not store_is_empty():
         click.echo("The store already has data; not seeding it again.")
         return
     seed_demo(current_app.config["UPLOADS_DIR"])
     click.echo("Seeded the demo store.")
-
-
-@click.command("run-demo")
-@click.option("--host", default="127.0.0.1")
-@click.option("--port", default=5000, type=int)
-def run_demo_command(host, port):
-    """Serve the app with an embedded Redis and a worker in this one process."""
-    from app.demo import run_demo
-
-    run_demo(current_app._get_current_object(), host, port)
-
-
-def register(app):
-    from app.backup.cli import backup_cli
-
-    for command in (maintainers_cli, platform_cli, users_cli, seed_demo_command, run_demo_command, backup_cli):
-        app.cli.add_command(command)

@@ -7,12 +7,12 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from app import audit
-from app.backup.runs import RunRefused, command_line_operation
-from app.maintenance import maintenance_during
+from app.operations import COMMAND_LINE, RunRefused, archives, run_backup, run_export, run_restore
+from app.queue import redis_for_command
 from app.snapshot import SnapshotError
+from app.snapshot.container import PARTS
 
 backup_cli = AppGroup("backup", help="Export, back up, inspect and restore the store.")
-PARTS = click.Choice(["database", "files", "both"])
 
 
 def _progress():
@@ -29,51 +29,42 @@ def _progress():
     return show
 
 
-def _fail(action, error, target=""):
-    audit.record(action, target=target, outcome="failure", detail=str(error), actor="cli")
+def _fail(error, code=1):
     click.echo(f"Error: {error}", err=True)
-    sys.exit(1)
+    sys.exit(code)
+
+
+def _operation(procedure, *args, **kwargs):
+    """Run one operation as the command line: Redis started for it is stopped afterwards, and a
+    refusal or failure is one line on stderr (the procedure has audited it)."""
+    try:
+        with redis_for_command(current_app._get_current_object()):
+            return procedure(*args, COMMAND_LINE, progress=_progress(), **kwargs)
+    except (SnapshotError, RunRefused) as error:
+        _fail(error)
 
 
 @backup_cli.command("export")
 def export_command():
     """Export the store's data (database only, secrets removed)."""
-    from app.backup import service
-
-    try:
-        path = service.export(created_by="cli", progress=_progress())
-    except SnapshotError as error:
-        _fail("export.finish", error)
-    audit.record("export.finish", target=path.name, actor="cli")
-    click.echo(path)
+    click.echo(_operation(run_export))
 
 
 @backup_cli.command("create")
-@click.option("--parts", type=PARTS, default="both", show_default=True)
+@click.option("--parts", type=click.Choice(PARTS), default="both", show_default=True)
 def create_command(parts):
     """Back up the database, the uploaded files, or both."""
-    from app.backup import service
-
-    try:
-        with command_line_operation():
-            path = service.backup(parts, created_by="cli", progress=_progress())
-    except (SnapshotError, RunRefused) as error:
-        _fail("backup.finish", error, parts)
-    audit.record("backup.finish", target=path.name, actor="cli")
-    click.echo(path)
+    click.echo(_operation(run_backup, parts))
 
 
 @backup_cli.command("inspect")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def inspect_command(file):
     """Check an archive completely and say what it holds."""
-    from app.backup import service
-
     try:
-        s = service.inspect(file, progress=_progress())
+        s = archives.inspect(file, progress=_progress())
     except SnapshotError as error:
-        click.echo(f"Error: {error}", err=True)
-        sys.exit(1)
+        _fail(error)
     click.echo(f"{s.name}: a valid {s.kind} of {s.store} ({s.parts}), made {s.created_at:%Y-%m-%d %H:%M:%S} UTC "
                f"by {s.created_by}, schema {s.schema_revision}, from {s.source_engine}")
     for table, rows in s.row_counts.items():
@@ -84,31 +75,24 @@ def inspect_command(file):
 
 @backup_cli.command("restore")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--parts", type=PARTS, required=True)
+@click.option("--parts", type=click.Choice(PARTS), required=True)
 @click.option("--yes", is_flag=True, help="Confirm that the current store will be overwritten.")
-def restore_command(file, parts, yes):
+@click.option("--no-safety-backup", is_flag=True, help="Skip the safety backup of the current store.")
+@click.option("--from-other-store", is_flag=True, help="Accept an archive made by another store (moving stores).")
+def restore_command(file, parts, yes, no_safety_backup, from_other_store):
     """Replace the store's database and/or files with an archive's (destructive)."""
-    from app.backup import service
-
     if not yes:
-        click.echo("Error: a restore overwrites the current store; pass --yes to confirm.", err=True)
-        sys.exit(2)
-    try:
-        with command_line_operation(restore=True), maintenance_during("restore", current_app):
-            service.restore(file, parts, progress=_progress())
-            service.end_store_sessions()
-    except (SnapshotError, RunRefused) as error:
-        _fail("restore.finish", error, file.name)
-    audit.record("restore.finish", target=file.name, detail=parts, actor="cli")
+        _fail("a restore overwrites the current store; pass --yes to confirm.", code=2)
+    result = _operation(run_restore, file, parts, safety=not no_safety_backup, accept_other_store=from_other_store)
+    if result["safety_backup"]:
+        click.echo(f"Safety backup of the store as it was: {result['safety_backup']}")
     click.echo(f"Restored {parts} from {file.name}.")
 
 
 @backup_cli.command("list")
 def list_command():
     """List kept archives, newest first."""
-    from app.backup import service
-
-    for a in service.list_archives():
+    for a in archives.list_archives():
         note = f"  UNREADABLE: {a.problem}" if a.problem else (f"  ({a.label})" if a.label else "")
         click.echo(f"{a.name}\t{a.kind}\t{a.parts}\t{a.size}\t{a.created_at}\t{a.created_by}{note}")
 
@@ -117,11 +101,10 @@ def list_command():
 @click.argument("name")
 def delete_command(name):
     """Delete a kept archive by name."""
-    from app.backup import service
-
     try:
-        service.delete(name)
+        archives.delete(name)
     except SnapshotError as error:
-        _fail("archive.delete", error, name)
+        audit.record("archive.delete", target=name, outcome="failure", detail=str(error), actor="cli")
+        _fail(error)
     audit.record("archive.delete", target=name, actor="cli")
     click.echo(f"Deleted {name}.")

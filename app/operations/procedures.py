@@ -1,0 +1,153 @@
+"""The operations, one procedure each: its steps in order, one cleanup path, one audit record.
+
+    run_restore: refuse what can be refused → lock → recover a half-finished restore → safety backup
+                 → maintenance → engine → end sessions → audit
+
+The web (through jobs), the CLI and the scheduler all call these; none of them repeats a step.
+"""
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import current_app
+
+from app import audit
+from app.maintenance import maintenance_during
+from app.operations import archives, review
+from app.operations.runs import RunRefused, failure_message, holding, new_holder, recent_runs
+from app.snapshot import IncompatibleArchive, ProgressEvent
+from app.snapshot.container import PARTS
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who starts an operation, for the archive's created_by and the audit log."""
+
+    actor: str                   # "user:<email>", "cli", "scheduler"
+    client_ip: str | None = None
+
+    @property
+    def name(self):
+        return self.actor.split(":", 1)[-1]
+
+
+COMMAND_LINE = Caller("cli")
+
+
+class _Outcome:
+    def __init__(self, target, detail):
+        self.target, self.detail = target, detail
+
+
+@contextmanager
+def _audited(action, caller, target="", detail=""):
+    """The one cleanup path every procedure shares: success or failure, one audit record."""
+    outcome = _Outcome(target, detail)
+    try:
+        yield outcome
+    except BaseException as error:
+        audit.record(action, target=outcome.target, outcome="failure", detail=failure_message(error),
+                     actor=caller.actor, client_ip=caller.client_ip)
+        raise
+    audit.record(action, target=outcome.target, detail=outcome.detail, actor=caller.actor,
+                 client_ip=caller.client_ip)
+
+
+def _say(progress, phase, message):
+    if progress is not None:
+        progress(ProgressEvent(phase, 0, None, "", message))
+
+
+def run_export(caller, *, holder=None, progress=None):
+    """Export the store's data (database only, secrets redacted); returns the archive's path."""
+    with _audited("export.finish", caller, target="database") as outcome:
+        with holding(holder or new_holder(), "export"):
+            archives.expire_exports()
+            check_export_quota()
+            path = archives.export(created_by=caller.name, progress=progress)
+        outcome.target = path.name
+    return path
+
+
+def check_export_allowed(caller):
+    """Exports may be started from outside the maintainer networks, so each user gets a few an hour,
+    and all kept exports together stay under a quota (they also expire: EXPORT_TTL_DAYS)."""
+    limit = current_app.config["EXPORTS_PER_HOUR"]
+    mine = [run for run in recent_runs("export", timedelta(hours=1)) if run.started_by == caller.actor]
+    if len(mine) >= limit:
+        raise RunRefused(f"You started {len(mine)} exports in the last hour, the limit is {limit}; nothing was "
+                         "started. Download one of them, or try again later.")
+    archives.expire_exports()
+    check_export_quota()
+
+
+def check_export_quota():
+    quota = current_app.config["EXPORT_QUOTA_BYTES"]
+    used = archives.export_bytes()
+    if used >= quota:
+        raise RunRefused(f"Kept exports already take {used / 1e6:.0f} MB, the store's export quota "
+                         f"({quota / 1e6:.0f} MB); nothing was started. Delete old exports and try again.")
+
+
+def run_backup(parts, caller, *, holder=None, label=None, progress=None):
+    """Back up the chosen parts; returns the archive's path."""
+    if parts not in PARTS:
+        raise RunRefused(f"Choose what to back up: one of {', '.join(PARTS)}.")
+    with _audited("backup.finish", caller, target=parts) as outcome:
+        with holding(holder or new_holder(), "backup"):
+            archives.recover()
+            path = archives.backup(parts, created_by=caller.name, progress=progress, label=label)
+        outcome.target = path.name
+    return path
+
+
+def run_inspect(source, caller, *, holder=None, progress=None):
+    """Check an archive completely and compare it with the store; refuses what no restore could use."""
+    with _audited("inspect.finish", caller, target=source.name):
+        with holding(holder or new_holder(), "inspect"):
+            _say(progress, "verify", "Checking the archive's signature, checksums and contents")
+            summary = archives.inspect(source, progress=progress)
+            if summary.kind != "backup":
+                raise IncompatibleArchive(_export_refusal(summary.name))
+            current = review.compare_with_store(summary)
+    other_store = summary.store if summary.store != current_app.config["STORE_NAME"] else None
+    return {"summary": review.summary_dict(summary), "current": current, "other_store": other_store}
+
+
+def run_restore(source, parts, caller, *, holder=None, safety=True, accept_other_store=False, progress=None):
+    """Replace the chosen parts of the store with the archive's; all of it happens, or none of it."""
+    with _audited("restore.finish", caller, target=source.name, detail=parts) as outcome:
+        check_restorable(archives.manifest_of(source), parts, accept_other_store, source.name)
+        with holding(holder or new_holder(), "restore", restore=True):
+            archives.recover()
+            safety_name = None
+            if safety:
+                _say(progress, "safety", "Taking a safety backup of the current store")
+                safety_name = archives.backup(parts, created_by=caller.name, progress=progress, safety=True,
+                                              label=f"Safety backup before restoring {source.name}"[:200]).name
+            _say(progress, "maintenance", "Putting the storefront into maintenance")
+            with maintenance_during("restore", current_app._get_current_object()):
+                details = archives.restore(source, parts, progress=progress)
+                archives.end_store_sessions()
+        outcome.detail = f"{parts}; safety backup {safety_name}" if safety_name else f"{parts}; no safety backup"
+    return {"restored": parts, "safety_backup": safety_name, "details": details}
+
+
+def check_restorable(manifest, parts, accept_other_store, name):
+    """Everything a restore can refuse from the signed manifest alone, before any lock, safety backup
+    or maintenance."""
+    if manifest.get("kind") != "backup":
+        raise IncompatibleArchive(_export_refusal(name))
+    held = manifest.get("parts")
+    if parts not in PARTS or not (parts == held or held == "both"):
+        raise IncompatibleArchive(f"{name} holds {held}; it cannot restore {parts}. Nothing was changed.")
+    store = current_app.config["STORE_NAME"]
+    if manifest.get("store") != store and not accept_other_store:
+        raise IncompatibleArchive(
+            f"{name} is a backup of the store {manifest.get('store')!r}, not of {store!r}. To move a store "
+            "between environments, confirm that the archive is from another store; nothing was changed.")
+
+
+def _export_refusal(name):
+    return (f"{name} is an export, not a backup: exports leave out passwords and secrets and cannot be "
+            "restored. Restore a backup instead; nothing was changed.")

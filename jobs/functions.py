@@ -1,0 +1,116 @@
+"""The job functions the worker runs: a run id in, an app context, one operation call, progress
+into job.meta. The run's row (platform database) is the truth: claimed once, finished once."""
+import logging
+import time
+
+from redis.exceptions import RedisError
+from rq import get_current_job
+
+from app.extensions import db
+from app.operations import Caller, archives, incoming, runs
+from app.operations.procedures import run_backup, run_export, run_inspect, run_restore
+from app.snapshot import SnapshotError
+from jobs.context import worker_app
+
+log = logging.getLogger(__name__)
+
+META_INTERVAL = 0.5  # seconds between two progress writes to Redis
+
+
+class Progress:
+    """The engine's progress callback: writes phase, counts and message into job.meta, at a bounded
+    rate. Redis is for showing progress only: a write that fails is skipped, the work goes on."""
+
+    def __init__(self, job):
+        self.job = job
+        self.last_write = 0.0
+        self.last_phase = None
+
+    def __call__(self, event):
+        now = time.monotonic()
+        if event.phase == self.last_phase and now - self.last_write < META_INTERVAL:
+            return
+        self.last_phase, self.last_write = event.phase, now
+        self.job.meta.update(phase=event.phase, done=event.done, total=event.total, unit=event.unit,
+                             message=event.message)
+        try:
+            self.job.save_meta()
+        except RedisError:
+            log.warning("Could not write the progress of job %s to Redis; going on", self.job.id)
+
+
+def export_store(run_id):
+    return _execute(run_id, "export", _export)
+
+
+def backup_store(run_id):
+    return _execute(run_id, "backup", _backup)
+
+
+def inspect_archive(run_id):
+    return _execute(run_id, "inspect", _inspect)
+
+
+def restore_store(run_id):
+    return _execute(run_id, "restore", _restore)
+
+
+def _execute(run_id, kind, work):
+    app = worker_app()
+    job = get_current_job()
+    with app.app_context():
+        run = runs.claim_run(run_id, kind)
+        caller = Caller(run.started_by, run.client_ip)
+        try:
+            result, archive_name = work(run, caller, Progress(job))
+        except Exception as error:
+            db.session.rollback()
+            runs.finish_run(run, "failed", error=runs.failure_message(error))
+            raise
+        if not runs.finish_run(run, "finished", result=result, archive_name=archive_name):
+            _discard_result_of_ended_run(run, kind, archive_name)
+        return result
+
+
+def _discard_result_of_ended_run(run, kind, archive_name):
+    """The run was declared lost (or failed) while this worker still finished it: its row stays the
+    truth, so an archive it made is removed rather than listed as a normal backup."""
+    if kind in ("export", "backup") and archive_name:
+        try:
+            archives.archive_path(archive_name).unlink()
+        except (SnapshotError, FileNotFoundError):
+            pass
+    log.warning("Run %s ended as %s before its worker finished; its result was discarded", run.id, run.state)
+
+
+def _archive_result(path):
+    return {"archive": path.name, "size": path.stat().st_size}, path.name
+
+
+def _export(run, caller, progress):
+    return _archive_result(run_export(caller, holder=run.id, progress=progress))
+
+
+def _backup(run, caller, progress):
+    return _archive_result(run_backup(run.parts, caller, holder=run.id, progress=progress))
+
+
+def _inspect(run, caller, progress):
+    source = incoming.source_path(run.options)
+    try:
+        result = run_inspect(source, caller, holder=run.id, progress=progress)
+    except SnapshotError:
+        incoming.discard(run.options)  # a refused upload is of no further use; keep nothing of it
+        raise
+    return result, run.options.get("name")
+
+
+def _restore(run, caller, progress):
+    options = run.options
+    try:
+        result = run_restore(incoming.source_path(options), run.parts, caller, holder=run.id,
+                             safety=bool(options.get("safety")), accept_other_store=bool(options.get("other_store")),
+                             progress=progress)
+    finally:
+        incoming.discard(options)
+    return result, options.get("name")
