@@ -21,13 +21,13 @@ class Progress:
     """The engine's progress callback: writes phase, counts and message into job.meta, at a bounded
     rate. Redis is for showing progress only: a write that fails is skipped, the work goes on."""
 
-    def __init__(self, job):
-        self.job = job
+    def __init__(self, job, clock=time.monotonic):
+        self.job, self.clock = job, clock
         self.last_write = 0.0
         self.last_phase = None
 
     def __call__(self, event):
-        now = time.monotonic()
+        now = self.clock()
         if event.phase == self.last_phase and now - self.last_write < META_INTERVAL:
             return
         self.last_phase, self.last_write = event.phase, now

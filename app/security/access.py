@@ -86,13 +86,11 @@ class DenialLog:
             return True
 
 
-_denials = DenialLog()
-
-
 def record_denial(kind, reason):
-    """Audit one refused request (role, network, CSRF), rate-limited."""
+    """Audit one refused request (role, network, CSRF), rate-limited per process and app."""
     ip = client_ip_text()
-    if _denials.allow((ip, kind, request.endpoint)):
+    denials = current_app.extensions.setdefault("denial_log", DenialLog())
+    if denials.allow((ip, kind, request.endpoint)):
         audit.record(f"access.{kind}", target=f"{request.method} {request.path}"[:500], outcome="denied",
                      detail=reason, client_ip=ip)
 

@@ -92,17 +92,24 @@ def test_progress_is_written_into_job_meta(app, admin, store, run_worker, redis_
 def test_progress_writes_are_rate_limited(app, redis_url):
     from types import SimpleNamespace
 
-    from jobs.functions import Progress
+    from app.queue import get_queue
+    from jobs.functions import META_INTERVAL, Progress
 
     with app.app_context():
-        from app.queue import get_queue
-
         job = get_queue(app).enqueue("jobs.functions.export_store", "no-such-run")
-    progress = Progress(job)
-    for n in range(5000):
-        progress(SimpleNamespace(phase="database", done=n, total=5000, unit="rows", message=""))
-    stored = Job.fetch(job.id, connection=Redis.from_url(redis_url), serializer=SERIALIZER).meta
-    assert stored["done"] == 0  # 5000 calls within the interval: one write, the first
+    now = [1000.0]
+    progress = Progress(job, clock=lambda: now[0])
+
+    def report(done, phase="database"):
+        progress(SimpleNamespace(phase=phase, done=done, total=100, unit="rows", message=""))
+        return Job.fetch(job.id, connection=Redis.from_url(redis_url), serializer=SERIALIZER).meta
+
+    assert report(1)["done"] == 1            # the first report is written
+    now[0] += META_INTERVAL / 2
+    assert report(2)["done"] == 1            # within the interval: skipped
+    assert report(3, phase="files")["phase"] == "files"  # a new phase always goes through
+    now[0] += META_INTERVAL
+    assert report(4, phase="files")["done"] == 4         # the interval passed: written
 
 
 def test_a_failing_job_is_recorded_as_failed_with_its_message(app, admin, store, run_worker):
