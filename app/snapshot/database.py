@@ -6,6 +6,7 @@ DBAPI cursor in large batches. Loading happens inside a transaction the caller o
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from psycopg import pq
 
 from app.snapshot import tablecodec
 from app.snapshot.errors import RestoreFailed, SnapshotError
@@ -63,8 +64,6 @@ def dump_table(connection, table, write, redactions=(), on_rows=None):
 def _dump_copy(cursor, sql, write, on_rows):
     """COPY TO through libpq directly: the server sends one message per row, and psycopg's Python-level
     iterator costs more per message than the server does. Messages are gathered into ~1 MiB writes."""
-    from psycopg import pq
-
     pgconn = cursor.connection.pgconn
     pgconn.send_query(f"COPY ({sql}) TO STDOUT".encode())
     result = pgconn.get_result()
@@ -221,10 +220,8 @@ def _load_cursor(connection, table, columns, chunks, on_rows):
     converters = [(i, bind) for i, bind in enumerate(binds) if bind is not None]
     cursor = connection.connection.driver_connection.cursor()
     sql = _positional_insert(dialect, table, columns)
-    rows, batch, pending = 0, [], b""
-    for chunk in chunks:
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
+    rows, batch = 0, []
+    for lines in _lines(chunks, table.name):
         for line in lines:
             values = tablecodec.parse_line(line, parsers)
             for i, bind in converters:
@@ -237,8 +234,6 @@ def _load_cursor(connection, table, columns, chunks, on_rows):
             batch = []
             if on_rows:
                 on_rows(rows)
-    if pending:
-        raise RestoreFailed(f"Table {table.name}: the data ends in the middle of a row; the restore was rolled back.")
     if batch:
         cursor.executemany(sql, batch)
         rows += len(batch)
@@ -246,6 +241,30 @@ def _load_cursor(connection, table, columns, chunks, on_rows):
             on_rows(rows)
     cursor.close()
     return rows
+
+
+def _lines(chunks, table_name):
+    """The complete lines of a stream of chunks, a list per chunk that ends one or more.
+
+    An unfinished line is kept as a list of its pieces and joined once, when its end arrives: gluing each
+    new chunk onto a growing remainder would copy a long row once per chunk (quadratic in its length).
+    """
+    pending = []
+    for chunk in chunks:
+        if b"\n" not in chunk:
+            pending.append(chunk)
+            continue
+        if pending:
+            pending.append(chunk)
+            chunk, pending = b"".join(pending), []
+        lines = chunk.split(b"\n")
+        rest = lines.pop()
+        if rest:
+            pending.append(rest)
+        yield lines
+    if pending:
+        raise RestoreFailed(f"Table {table_name}: the data ends in the middle of a row; the restore was rolled back "
+                            "and the store is unchanged.")
 
 
 def _positional_insert(dialect, table, columns):
