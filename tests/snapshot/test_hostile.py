@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from app import snapshot
 from app.snapshot import (
     ArchiveInvalid, IncompatibleArchive, InsufficientSpace, RestoreFailed, SignatureInvalid, SnapshotError,
     UnsafeArchive,
@@ -48,19 +49,41 @@ CASES = {
     "format_version_newer": Case(IncompatibleArchive, "Upgrade the application", "inspect"),
     "schema_revision_newer": Case(IncompatibleArchive, "schema revision", "inspect"),
     "not_our_format": Case(ArchiveInvalid, "not a store snapshot", "inspect"),
-    "unknown_kind": Case(ArchiveInvalid, "unknown kind", "inspect"),
+    "unknown_kind": Case(ArchiveInvalid, "kind is 'full-disk-image', not one of 'export', 'backup'", "inspect"),
     "unknown_table": Case(UnsafeArchive, "not a store table", "inspect"),
     "platform_table": Case(UnsafeArchive, "not a store table", "inspect"),
     "column_not_in_schema": Case(IncompatibleArchive, "columns of table 'users'", "inspect"),
     "table_missing": Case(ArchiveInvalid, "lacks table 'orders'", "inspect"),
     "decompression_bomb_declared": Case(UnsafeArchive, "decompression bomb", "inspect"),
-    "decompression_bomb_hidden": Case(RestoreFailed, "larger than declared", "load"),
-    "row_count_lies": Case(RestoreFailed, "declares", "load"),
+    "decompression_bomb_hidden": Case(UnsafeArchive, "larger than declared", "inspect"),
+    "row_count_lies": Case(ArchiveInvalid, "declares 2999 rows but holds 3000", "inspect"),
     "row_breaks_primary_key": Case(RestoreFailed, "rolled back", "load"),
     "row_breaks_foreign_key": Case(RestoreFailed, "rolled back", "load"),
     "row_wrong_type": Case(RestoreFailed, "rolled back", "load"),
     "row_with_too_many_fields": Case(RestoreFailed, "rolled back", "load"),
-    "corrupt_table_stream": Case(RestoreFailed, "rolled back", "load"),
+    "corrupt_table_stream": Case(ArchiveInvalid, "table data of 'orders' is corrupt", "inspect"),
+    # the central directory and the member ranges, read by our code before zipfile could
+    "entry_count_over_limit": Case(UnsafeArchive, "holds 1,000,001 members, over the limit of 1,000,000", "inspect"),
+    "directory_size_over_limit": Case(UnsafeArchive, "central directory of 4295 MB, over the limit", "inspect"),
+    "many_entries_unsigned": Case(ArchiveInvalid, "no signed manifest", "inspect"),
+    "overlapping_entries": Case(UnsafeArchive, "overlap", "inspect"),
+    "member_past_directory": Case(UnsafeArchive, "runs past the end of the member data", "inspect"),
+    "non_ascii_signature": Case(SignatureInvalid, "fails its signature check", "inspect"),
+    "overlong_component": Case(UnsafeArchive, "path component longer than 255 bytes", "inspect"),
+    # table data: one row, one value
+    "overlong_row": Case(UnsafeArchive, "Table 'settings' has a row longer than 64 MiB", "inspect"),
+    "overlong_value": Case(UnsafeArchive, "Table 'settings' has a value longer than 32 MiB", "inspect"),
+    # the manifest schema, and what it cannot say
+    "created_at_missing": Case(ArchiveInvalid, "invalid manifest: created_at is missing", "inspect"),
+    "created_at_malformed": Case(ArchiveInvalid, "created_at is 'last tuesday', which is not in the expected format",
+                                 "inspect"),
+    "created_at_impossible": Case(ArchiveInvalid, "created_at '2026-13-45T25:61:61Z' is not a real date", "inspect"),
+    "files_not_an_object": Case(ArchiveInvalid, "files should be an object, not an array", "inspect"),
+    "unknown_manifest_field": Case(ArchiveInvalid, "run_after_restore is not a known field", "inspect"),
+    "member_size_negative": Case(ArchiveInvalid, r"members/files/.* is -1, below 0", "inspect"),
+    "member_sha_malformed": Case(ArchiveInvalid, r"members/files/.*/sha256 is 'not-a-sha'", "inspect"),
+    "table_rows_not_a_number": Case(ArchiveInvalid, "tables/0/rows should be an integer, not a string", "inspect"),
+    "table_data_shared": Case(ArchiveInvalid, "has no data member of its own", "inspect"),
 }
 
 
@@ -170,3 +193,61 @@ def test_archive_path_refuses_a_symlink_with_a_valid_name(sqlite_store, tmp_path
     link.symlink_to(Path("/etc/hostname"))
     with pytest.raises(ArchiveNotFound):
         archive_path(sqlite_store.backups, link.name)
+
+
+def test_a_listing_shows_every_hostile_archive_with_its_problem_and_never_fails(sqlite_store, valid, tmp_path):
+    """Whatever a file in the backups folder holds, list_archives lists it (with its problem) instead of raising."""
+    names = {}
+    for i, case in enumerate(sorted(CASES)):
+        name = f"test-store-backup-both-20260101T0000000000{i:02d}Z-abcdef.zip"
+        hostile.build(case, valid, sqlite_store.backups / name, sqlite_store.key)
+        names[name] = case
+    listed = {info.name: info for info in snapshot.list_archives(sqlite_store.backups, signing_key=sqlite_store.key)}
+    assert set(names) <= set(listed)
+    refused_by_reader = {"truncated", "not_a_zip", "tampered_manifest", "other_key", "non_ascii_signature",
+                         "entry_count_over_limit", "many_entries_unsigned", "directory_size_over_limit",
+                         "created_at_missing", "created_at_malformed", "files_not_an_object", "format_version_newer",
+                         "not_our_format", "unknown_kind", "unknown_manifest_field", "member_sha_malformed"}
+    for name, case in names.items():
+        problem = listed[name].problem
+        if case in refused_by_reader:
+            assert problem and "\n" not in problem and str(tmp_path) not in problem, (case, problem)
+
+
+def test_a_listing_survives_any_exception_a_file_provokes(sqlite_store, valid, monkeypatch):
+    from app.snapshot import operations
+
+    def explode(*args, **kwargs):
+        raise TypeError(f"unexpected in {sqlite_store.backups}")
+
+    monkeypatch.setattr(operations, "Reader", explode)
+    [info] = snapshot.list_archives(sqlite_store.backups, signing_key=sqlite_store.key)
+    assert info.name == valid.name and "could not be read (TypeError)" in info.problem
+    assert str(sqlite_store.backups) not in info.problem
+
+
+@pytest.mark.parametrize("name, match", [("overlong_row", "row longer than 64 MiB"),
+                                         ("overlong_value", "value longer than 32 MiB")])
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_the_load_refuses_a_long_row_even_if_inspection_missed_it(engine, name, match, request, tmp_path,
+                                                                   monkeypatch):
+    """The limits hold in the load itself (the archive could change after it was inspected): rolled back."""
+    from app.snapshot import operations
+
+    store = request.getfixturevalue(f"{'pg' if engine == 'postgresql' else 'sqlite'}_store")
+    archive = store.create("backup", "database")
+    damage(store.engine, store.uploads)
+    path = hostile.build(name, archive, tmp_path / f"{name}.zip", store.key)
+
+    class Blind:  # inspection that checks nothing in the table data
+        def __init__(self, *args):
+            pass
+
+        def write(self, data):
+            pass
+
+        def finish(self):
+            pass
+
+    monkeypatch.setattr(operations, "_TableCheck", Blind)
+    assert_refused(store, path, Case(RestoreFailed, match, "load"), parts="database")

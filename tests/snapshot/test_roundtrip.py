@@ -208,3 +208,26 @@ def test_postgresql_restore_puts_back_every_constraint_and_index(pg_store):
     assert any("FOREIGN KEY" in row[2] for row in before) and any("UNIQUE" in row[2] for row in before)
     pg_store.restore(pg_store.create("backup", "database"), "database")
     assert schema(pg_store.engine) == before
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_after_a_restore_the_store_holds_only_its_own_tables(engine, request):
+    """The commit marker a restore needs while it may be killed is gone once recovery cannot need it."""
+    store = request.getfixturevalue(f"{'pg' if engine == 'postgresql' else 'sqlite'}_store")
+    own = {t.name for t in metadata().sorted_tables}
+    archive = store.create("backup", "both")
+    damage(store.engine, store.uploads)
+    for parts in ("both", "database", "files"):
+        store.restore(archive, parts)
+        assert set(sa.inspect(store.engine).get_table_names()) == own, parts
+
+
+def test_recovery_drops_a_marker_table_no_journal_needs(sqlite_store):
+    """A process killed between removing the journal and dropping the table leaves only the table: recovery
+    (run before every restore, and by the app) drops it."""
+    from app.snapshot import journal
+
+    journal.ensure_marker_table(sqlite_store.engine)
+    assert journal.MARKER_TABLE in sa.inspect(sqlite_store.engine).get_table_names()
+    journal.recover(sqlite_store.uploads, sqlite_store.engine)
+    assert journal.MARKER_TABLE not in sa.inspect(sqlite_store.engine).get_table_names()

@@ -1,0 +1,161 @@
+"""The manifest's shape: one strict JSON Schema (Draft 2020-12), checked right after the signature.
+
+The format and its version are read first, so that a manifest of another format or version is
+reported as such (not as a schema error); the schema describes format version 1, exactly as
+``create_archive`` writes it. What a schema cannot say (tables and columns are the application's,
+the member list equals the ZIP's, dates are real dates, ...) is checked in ``operations``.
+"""
+from collections import OrderedDict
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from app.snapshot.errors import ArchiveInvalid, IncompatibleArchive
+
+FORMAT = "store-snapshot"
+FORMAT_VERSION = 1
+KINDS = ("export", "backup")
+PARTS = ("database", "files", "both")
+
+_TEXT = {"type": "string", "maxLength": 1000}
+_COUNT = {"type": "integer", "minimum": 0}
+
+SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://store-backup.invalid/manifest-v1.schema.json",
+    "title": "store-snapshot manifest, format version 1",
+    "type": "object",
+    "required": ["format", "format_version", "app_version", "schema_revision", "store", "kind", "parts",
+                 "created_at", "created_by", "label", "safety", "source_engine", "tables", "files", "members"],
+    "additionalProperties": False,
+    "properties": {
+        "format": {"const": FORMAT},
+        "format_version": {"const": FORMAT_VERSION},
+        "app_version": _TEXT,
+        "schema_revision": _TEXT,
+        "store": _TEXT,
+        "kind": {"enum": list(KINDS)},
+        "parts": {"enum": list(PARTS)},
+        "created_at": {"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"},
+        "created_by": _TEXT,
+        "label": {"type": ["string", "null"], "maxLength": 1000},
+        "safety": {"type": "boolean"},
+        "source_engine": {"type": "string", "maxLength": 100},
+        "tables": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "member", "rows", "raw_bytes", "columns"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "member": {"type": "string", "minLength": 1, "maxLength": 1024},
+                    "rows": _COUNT,
+                    "raw_bytes": _COUNT,
+                    "columns": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "type"],
+                            "additionalProperties": False,
+                            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 255},
+                                           "type": {"type": "string", "minLength": 1, "maxLength": 100}},
+                        },
+                    },
+                },
+            },
+        },
+        "files": {
+            "type": "object",
+            "required": ["count", "bytes", "skipped"],
+            "additionalProperties": False,
+            "properties": {"count": _COUNT, "bytes": _COUNT,
+                           "skipped": {"type": "array", "items": {"type": "string"}}},
+        },
+        "members": {
+            "type": "object",
+            "propertyNames": {"minLength": 1, "maxLength": 1024},
+            "additionalProperties": {
+                "type": "object",
+                "required": ["size", "sha256"],
+                "additionalProperties": False,
+                "properties": {"size": _COUNT, "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+            },
+        },
+    },
+}
+
+VALIDATOR = Draft202012Validator(SCHEMA)
+
+
+# Signatures (HMACs under our key, so one per manifest content) of manifests this process found valid: the
+# schema costs ~50 us per member, so an archive is validated once per process, not on every listing.
+_VALID_SIGNATURES = OrderedDict()
+_REMEMBERED = 1024
+
+
+def check(archive, manifest, signature=None):
+    """Refuse a manifest of another format or version, or one that is not exactly the schema's shape.
+
+    ``signature``: the manifest's verified HMAC, to skip a validation this process has already done."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArchiveInvalid(f"{archive} is not a store snapshot archive; nothing was changed.")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+        raise IncompatibleArchive(
+            f"{archive} uses archive format {_short(version)}; this version of the application reads format "
+            f"{FORMAT_VERSION}. " + ("Upgrade the application first." if newer else "It cannot be restored here."))
+    if signature is not None and signature in _VALID_SIGNATURES:
+        return
+    error = best_match(VALIDATOR.iter_errors(manifest))
+    if error is not None:
+        raise ArchiveInvalid(f"{archive} has an invalid manifest: {problem(error)}; nothing was changed.")
+    if signature is not None:
+        _VALID_SIGNATURES[signature] = True
+        while len(_VALID_SIGNATURES) > _REMEMBERED:
+            _VALID_SIGNATURES.popitem(last=False)
+
+
+def problem(error):
+    """One line naming the field (its path in the manifest) and what is wrong with it."""
+    where = "/".join(str(part) for part in error.absolute_path)
+    if error.validator == "required":
+        missing = next((k for k in error.validator_value if k not in error.instance), "?")
+        where, what = "/".join(filter(None, [where, str(missing)])), "is missing"
+    elif error.validator == "additionalProperties":
+        extra = sorted(k for k in error.instance if k not in error.schema.get("properties", {}))
+        where, what = "/".join(filter(None, [where, str(extra[0]) if extra else "?"])), "is not a known field"
+    elif error.validator == "type":
+        what = f"should be {_kind(error.validator_value)}, not {_kind(_json_type(error.instance))}"
+    elif error.validator in ("enum", "const"):
+        allowed = error.validator_value if error.validator == "enum" else [error.validator_value]
+        what = f"is {_short(error.instance)}, not one of {', '.join(_short(v) for v in allowed)}"
+    elif error.validator == "pattern":
+        what = f"is {_short(error.instance)}, which is not in the expected format"
+    elif error.validator == "minimum":
+        what = f"is {_short(error.instance)}, below {error.validator_value}"
+    elif error.validator in ("maxLength", "minLength"):
+        what = "is too long" if error.validator == "maxLength" else "is empty"
+    else:
+        what = _short(error.message, 120)
+    return f"{_short(where or '(the whole manifest)', 120, quote=False)} {what}"
+
+
+def _json_type(value):
+    for name, kinds in (("null", type(None)), ("boolean", bool), ("integer", int), ("number", float),
+                        ("string", str), ("array", list), ("object", dict)):
+        if isinstance(value, kinds):
+            return name
+    return type(value).__name__
+
+
+def _kind(value):
+    names = value if isinstance(value, list) else [value]
+    return " or ".join(f"{'an' if n[0] in 'aeiou' else 'a'} {n}" for n in names)
+
+
+def _short(value, limit=60, quote=True):
+    """A value for a one-line message: repr'd (so control characters show escaped), and cut short."""
+    text = repr(value) if quote else str(value).replace("\n", " ").replace("\r", " ")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
