@@ -201,7 +201,11 @@ def holding(holder, kind, *, restore=False):
     finally:
         heartbeat.stop()
         if lock is not None:
-            lock.release(holder)
+            try:
+                lock.release(holder)
+            except (RedisConnectionError, RedisTimeoutError):
+                # Redis went away after the work was done: the lock went with it, and the work stands.
+                log.warning("Could not release the lock of %s; Redis is unavailable", holder)
 
 
 def reconcile(run):
