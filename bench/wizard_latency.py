@@ -13,7 +13,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, DemoServer, login, open_wizard
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, DemoServer, log_in_page, open_wizard
 
 OPERATIONS = {
     "export": ("[data-action=export]", "#export-status"),
@@ -46,7 +46,7 @@ def main():
         try:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             page = browser.new_page()
-            login(page, server)
+            log_in_page(page, server)
             for name, (button, status) in OPERATIONS.items():
                 times = [time_operation(page, server, button, status) for _ in range(args.runs)]
                 print(f"{name:15} Start -> Download: median {statistics.median(times):.2f} s  "

@@ -12,6 +12,8 @@ from app.models import MaintainerNetwork, PlatformOperator, User
 from app.queue import stop_embedded_redis
 from jobs.context import use_app
 from jobs.worker import make_worker
+from tests.factories import filled, new_store
+from tests.faults.harness import metadata
 from tests.helpers import (
     FAST_HASH, MAINTAINER_IP, OUTSIDE_IP, POSTGRES_ADMIN_URL, ROLES, app_overrides, client_at, login, required,
 )
@@ -118,3 +120,29 @@ def run_worker(app):
         return worker
 
     return run
+
+
+# Stores for the engine alone (tests/snapshot, tests/faults).
+@pytest.fixture
+def sqlite_store(tmp_path):
+    store = filled(new_store(f"sqlite:///{tmp_path}/store.db", tmp_path / "sqlite"))
+    yield store
+    store.engine.dispose()
+
+
+@pytest.fixture
+def empty_sqlite(tmp_path):
+    store = new_store(f"sqlite:///{tmp_path}/other.db", tmp_path / "other")
+    metadata().create_all(store.engine)
+    yield store
+    store.engine.dispose()
+
+
+@pytest.fixture
+def pg_store(postgres_database, tmp_path):
+    store = filled(new_store(postgres_database.replace("postgresql://", "postgresql+psycopg://", 1)
+                             if postgres_database.startswith("postgresql://") else postgres_database,
+                             tmp_path / "pg"))
+    yield store
+    store.engine.dispose()
+

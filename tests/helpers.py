@@ -71,8 +71,8 @@ def csrf_token_from(response):
     return match.group(1).decode()
 
 
-def make_worker_app(tmp_path, redis_url):
-    keys = {"SECRET_KEY": "kill-test-secret", "BACKUP_SIGNING_KEY": "kill-test-signing", "JOB_HEARTBEAT_TTL": TTL}
+def make_worker_app(tmp_path, redis_url, ttl=TTL):
+    keys = {"SECRET_KEY": "kill-test-secret", "BACKUP_SIGNING_KEY": "kill-test-signing", "JOB_HEARTBEAT_TTL": ttl}
     app = create_app("testing", app_overrides(tmp_path / "instance", redis_url, **keys))
     app.worker_env = {**os.environ, "INSTANCE_DIR": str(tmp_path / "instance"), "REDIS_URL": redis_url,
                       **{k: str(v) for k, v in keys.items()}}
@@ -152,3 +152,74 @@ def is_checked(html, name, value):
         if re.search(rb'name="%s"' % name.encode(), tag) and re.search(rb'value="%s"' % value.encode(), tag):
             return re.search(rb"\schecked[\s>=/]", tag) is not None
     raise AssertionError(f"no input {name}={value} in the page")
+
+
+# The browser tests' demo server and page helpers (Debian's Chromium, driven by Playwright).
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+
+
+# The flags this machine's Chromium needs: no sandbox as root, no network beyond localhost.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+SCREENSHOTS = os.environ.get("SCREENSHOTS_DIR")
+
+
+class DemoServer:
+    def __init__(self, tmp_path, maintainer_networks=None):
+        self.env = demo_env(tmp_path)
+        self.instance = tmp_path / "instance"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        assert flask(["db", "upgrade"], self.env).returncode == 0
+        assert flask(["seed-demo"], self.env).returncode == 0
+        if maintainer_networks is not None:
+            for cidr in ("127.0.0.1/32", "::1/128"):
+                assert flask(["maintainers", "remove", cidr], self.env).returncode == 0
+            for cidr in maintainer_networks:
+                assert flask(["maintainers", "add", cidr, "--label", "test"], self.env).returncode == 0
+        self.process = subprocess.Popen(DEMO + ["--port", str(self.port)], cwd=ROOT, env=self.env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/login", timeout=2).close()
+                break
+            except OSError:
+                assert self.process.poll() is None, self.process.stdout.read()
+                assert time.monotonic() < deadline, "demo server did not start"
+                time.sleep(0.2)
+
+    def flask(self, args):
+        return flask(args, self.env)
+
+    def stop(self):
+        self.process.send_signal(signal.SIGINT)
+        try:
+            output, _ = self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            output, _ = self.process.communicate()
+        return output
+
+
+def log_in_page(page, server, email="super@demo.test", password="demo1234"):
+    page.goto(f"{server.url}/login")
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server.url}/admin/")
+
+
+def open_wizard(page, server):
+    page.goto(f"{server.url}/admin/tools/backup/")
+    page.wait_for_function("window.htmx !== undefined")
+
+
+def screenshot(page, name):
+    """Screenshots for people to look at, written only when SCREENSHOTS_DIR is set."""
+    if SCREENSHOTS:
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"), full_page=True)
+

@@ -14,7 +14,8 @@ from app.models.store import utcnow
 from app.operations import Caller, RunRefused, archives, incoming
 from app.operations.procedures import check_export_allowed
 from app.operations.runs import FINAL_STATES, reconcile, start_run
-from app.security.access import client_ip_text, deny_outside_network, is_maintainer_ip, outside_network_reason
+from app.security.access import deny_outside_network, is_maintainer_ip, outside_network_reason
+from app.security.client import client_ip_text
 from app.snapshot import SnapshotError
 
 bp = Blueprint("backup", __name__, url_prefix="/admin/tools/backup")

@@ -88,7 +88,8 @@ def delete(name):
 
 
 def _exports():
-    return [a for a in list_archives() if a.kind == "export"]
+    """Kept exports, told by their names alone (no archive is opened: this runs before every export)."""
+    return [a for a in snapshot.list_archives(_config("BACKUPS_DIR")) if a.kind == "export"]
 
 
 def expire_exports(now=None):

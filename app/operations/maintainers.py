@@ -5,13 +5,8 @@ from flask import current_app
 from app import audit
 from app.extensions import db
 from app.models import MaintainerNetwork
-from app.security.networks import (
-    in_networks, is_whole_internet, needs_wide_confirmation, parse_network, parse_networks, proxy_overlaps,
-)
-
-# The widest networks added without an explicit confirmation (overridable in the app config).
-DEFAULT_MIN_PREFIX_V4 = 16
-DEFAULT_MIN_PREFIX_V6 = 48
+from app.security.client import trusted_proxies
+from app.security.networks import in_networks, is_whole_internet, needs_wide_confirmation, parse_network, proxy_overlaps
 
 
 class MaintainerListError(ValueError):
@@ -46,18 +41,16 @@ def _show(network):
     return str(network)
 
 
-def _trusted_proxies(config):
+def _trusted_proxies():
     try:
-        return parse_networks(config.get("TRUSTED_PROXIES") or ())
+        return trusted_proxies(current_app)
     except ValueError as error:
         raise MaintainerListError(f"TRUSTED_PROXIES is not valid: {error}") from None
 
 
-def wide_limit(network):
-    """The shortest prefix this network's family may have without a confirmation."""
-    if network.version == 4:
-        return int(current_app.config.get("MAINTAINER_MIN_PREFIX_V4", DEFAULT_MIN_PREFIX_V4))
-    return int(current_app.config.get("MAINTAINER_MIN_PREFIX_V6", DEFAULT_MIN_PREFIX_V6))
+def _wide_limits():
+    """The shortest prefix (IPv4, IPv6) a network may have without a confirmation."""
+    return current_app.config["MAINTAINER_MIN_PREFIX_V4"], current_app.config["MAINTAINER_MIN_PREFIX_V6"]
 
 
 def add_network(cidr, label, added_by, *, caller_ip=None, audit_actor=None, confirm_wide=False):
@@ -80,7 +73,7 @@ def add_network(cidr, label, added_by, *, caller_ip=None, audit_actor=None, conf
     if is_whole_internet(network):
         refuse(network, f"{spelled}{network} is every address on the internet; it can never be a maintainer "
                         "network. Add the networks you actually connect from (e.g. 203.0.113.0/24).")
-    for proxy, _ in proxy_overlaps(_trusted_proxies(current_app.config), [network]):
+    for proxy, _ in proxy_overlaps(_trusted_proxies(), [network]):
         relation = "contains" if network.supernet_of(proxy) or network == proxy else "overlaps"
         refuse(network, f"{spelled}{network} {relation} the trusted proxy {_show(proxy)} (TRUSTED_PROXIES). "
                         "A proxy must never be inside a maintainer network: whatever reaches the app through it "
@@ -89,8 +82,9 @@ def add_network(cidr, label, added_by, *, caller_ip=None, audit_actor=None, conf
         raise MaintainerListError("A label is required: say whose network this is (e.g. 'Head office VPN').")
     if db.session.scalar(db.select(MaintainerNetwork).where(MaintainerNetwork.cidr == str(network))):
         raise MaintainerListError(f"{network} is already in the maintainer list.")
-    limit = wide_limit(network)
-    if not confirm_wide and needs_wide_confirmation(network, limit, limit):
+    limits = _wide_limits()
+    limit = limits[0] if network.version == 4 else limits[1]
+    if not confirm_wide and needs_wide_confirmation(network, *limits):
         refuse(network, f"{spelled}{network} is a very wide network (/{network.prefixlen}; anything wider than "
                         f"/{limit} must be confirmed): every address in it could run backups and restores.",
                outcome="denied", detail=f"wider than /{limit}; not confirmed",
@@ -132,7 +126,7 @@ def check_proxies_outside_maintainers(app):
     TRUSTED_PROXIES is not valid.
     """
     try:
-        proxies = parse_networks(app.config.get("TRUSTED_PROXIES") or ())
+        proxies = trusted_proxies(app)
     except ValueError as error:
         raise RuntimeError(f"TRUSTED_PROXIES is not valid: {error}") from None
     if not proxies:

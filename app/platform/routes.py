@@ -10,7 +10,8 @@ from app.operations.maintainers import (
 )
 from app.security.login import authenticate, end_session, start_session
 from app.security.throttle import throttled
-from app.security.access import client_ip_text, is_maintainer_ip, request_client_ip
+from app.security.access import is_maintainer_ip
+from app.security.client import client_ip_text, request_client_ip
 from app.security.networks import parse_network
 from app import audit
 from app.urls import safe_next

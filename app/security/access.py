@@ -18,9 +18,6 @@ from app.security.client import client_ip_text, request_client_ip
 from app.security.networks import in_networks, parse_network
 from app.urls import safe_next
 
-__all__ = ["client_ip_text", "request_client_ip", "install", "is_maintainer_ip", "is_super_admin", "deny",
-           "outside_network_reason", "store_admin_gate", "platform_gate", "signed_in_store_user_gate"]
-
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

@@ -1,13 +1,13 @@
 """In a real browser: the sidebar, the cards' states, and disabled cards that do nothing."""
 import pytest
 
-from tests.browser.conftest import login, screenshot
+from tests.helpers import log_in_page, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_super_admin_sees_three_enabled_cards(page, demo_server):
-    login(page, demo_server)
+    log_in_page(page, demo_server)
     page.click("text=Backup Data")
     page.wait_for_url(f"{demo_server.url}/admin/tools/backup/")
     for card in ("export", "backup", "restore"):
@@ -18,14 +18,14 @@ def test_super_admin_sees_three_enabled_cards(page, demo_server):
 
 
 def test_admin_sees_no_entry_and_gets_403(page, demo_server):
-    login(page, demo_server, email="admin@demo.test")
+    log_in_page(page, demo_server, email="admin@demo.test")
     assert page.locator("text=Backup Data").count() == 0
     response = page.goto(f"{demo_server.url}/admin/tools/backup/")
     assert response.status == 403
 
 
 def test_outside_network_cards_are_disabled_and_do_nothing(page, outside_server):
-    login(page, outside_server)
+    log_in_page(page, outside_server)
     page.goto(f"{outside_server.url}/admin/tools/backup/")
     assert page.get_attribute("[data-card=export]", "aria-disabled") == "false"
     for card in ("backup", "restore"):

@@ -5,13 +5,13 @@ import zipfile
 
 import pytest
 
-from tests.browser.conftest import login, open_wizard, screenshot
+from tests.helpers import log_in_page, open_wizard, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def wizard(page, server):
-    login(page, server)
+    log_in_page(page, server)
     open_wizard(page, server)
 
 
@@ -87,7 +87,7 @@ def test_backup_damage_restore_from_the_downloaded_file(page, demo_server, tmp_p
     # The only failed request is the poll that found the session ended (401 + HX-Redirect).
     assert [e for e in page.console_errors if "status of 401" not in e] == []
 
-    login(page, demo_server)
+    log_in_page(page, demo_server)
     open_wizard(page, demo_server)
     page.wait_for_selector("#restore-status [data-job-state=finished]")
     assert "Restore finished" in page.inner_text("#restore-status")

@@ -5,7 +5,6 @@ import sqlalchemy as sa
 from app.snapshot import RestoreFailed
 from tests.helpers import POSTGRES_ADMIN_URL
 from tests.faults.harness import damage
-from tests.snapshot.conftest import pg_store  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 

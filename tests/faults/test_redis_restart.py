@@ -128,8 +128,9 @@ def test_redis_restarting_mid_backup(tmp_path, redis_server):
 def test_the_database_decides_when_redis_forgets_a_running_backup(tmp_path, redis_server, declared):
     """The two orders the race can take, made deterministic with a real worker: Redis is flushed
     mid-backup; on the slow path the web side declares the run lost before the worker finishes (its
-    archive is then removed), on the fast path the worker finishes first (finished, archive kept)."""
-    app = make_worker_app(tmp_path, redis_server.url)
+    archive is then removed), on the fast path the worker finishes first (finished, archive kept).
+    A heartbeat TTL of 10 s leaves a loaded machine's worker ample time to beat again after the flush."""
+    app = make_worker_app(tmp_path, redis_server.url, ttl=10)
     backups = Path(app.config["BACKUPS_DIR"])
     worker = None
     try:

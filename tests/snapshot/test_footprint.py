@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.harness import ROOT
-from tests.snapshot.conftest import KEY, REVISION
+from tests.factories import KEY, REVISION
 
 pytestmark = pytest.mark.slow
 

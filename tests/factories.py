@@ -1,10 +1,8 @@
-"""A store for the engine alone: a SQLAlchemy engine, an uploads folder, a backups folder; no Flask."""
+"""Factories: stores for the engine alone (a SQLAlchemy engine, an uploads folder, a backups folder; no Flask)."""
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-
-import pytest
 
 from app import snapshot
 from tests.faults.harness import fill, make_engine, metadata, state
@@ -46,6 +44,8 @@ class Store:
                                                         schema_revision=self.revision, parts=parts), **extra})
 
 
+
+
 def awkward_rows(engine):
     """Values that break naive formats: tabs, newlines, backslashes, NULLs, non-ASCII, secrets."""
     t = metadata().tables
@@ -79,26 +79,3 @@ def filled(store, orders=3000, files=20):
     Path(store.uploads, "empty.bin").write_bytes(b"")
     return store
 
-
-@pytest.fixture
-def sqlite_store(tmp_path):
-    store = filled(new_store(f"sqlite:///{tmp_path}/store.db", tmp_path / "sqlite"))
-    yield store
-    store.engine.dispose()
-
-
-@pytest.fixture
-def empty_sqlite(tmp_path):
-    store = new_store(f"sqlite:///{tmp_path}/other.db", tmp_path / "other")
-    metadata().create_all(store.engine)
-    yield store
-    store.engine.dispose()
-
-
-@pytest.fixture
-def pg_store(postgres_database, tmp_path):
-    store = filled(new_store(postgres_database.replace("postgresql://", "postgresql+psycopg://", 1)
-                             if postgres_database.startswith("postgresql://") else postgres_database,
-                             tmp_path / "pg"))
-    yield store
-    store.engine.dispose()
