@@ -46,7 +46,14 @@ class Config:
     # Requests are small everywhere; only the restore upload route raises this after the gate.
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
     MAX_UPLOAD_BYTES = _env_int("MAX_UPLOAD_BYTES", 20 * 1024**3)
+    # Below that, an upload may be at most this many times the store's size, but never less than the floor.
+    UPLOAD_STORE_FACTOR = _env_int("UPLOAD_STORE_FACTOR", 4)
+    UPLOAD_FLOOR_BYTES = _env_int("UPLOAD_FLOOR_BYTES", 1024**3)
     MAX_RESTORE_BYTES = _env_int("MAX_RESTORE_BYTES", 50 * 1024**3)
+    # What one archive may hold: members (refused from the ZIP's end record), one row, one value.
+    MAX_RESTORE_MEMBERS = _env_int("MAX_RESTORE_MEMBERS", 1_000_000)
+    MAX_RESTORE_ROW_BYTES = _env_int("MAX_RESTORE_ROW_BYTES", 64 * 1024**2)
+    MAX_RESTORE_VALUE_BYTES = _env_int("MAX_RESTORE_VALUE_BYTES", 32 * 1024**2)
 
     # Exports can be started from anywhere: a few per user an hour, a quota on disk, and a time to live.
     EXPORTS_PER_HOUR = _env_int("EXPORTS_PER_HOUR", 5)

@@ -110,7 +110,7 @@ def _restore(run, caller, progress):
     try:
         result = run_restore(incoming.source_path(options), run.parts, caller, holder=run.id,
                              safety=bool(options.get("safety")), accept_other_store=bool(options.get("other_store")),
-                             progress=progress)
+                             keep_accounts=bool(options.get("keep_accounts")), progress=progress)
     finally:
         incoming.discard(options)
     return result, options.get("name")

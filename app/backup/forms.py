@@ -2,7 +2,7 @@
 do not check it again (HTMX sends the token in a header, not a field)."""
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, RadioField, SelectChoice, StringField
-from wtforms.validators import InputRequired, Length
+from wtforms.validators import InputRequired, Length, Optional
 
 from app.snapshot.container import PARTS
 
@@ -27,6 +27,11 @@ class RestoreForm(_GateCheckedForm):
                        validators=[InputRequired("Choose what to restore from the parts this archive contains.")])
     safety = BooleanField("Take a safety backup of the current store first", default=True)
     other_store = BooleanField("This archive is from another store; restore it here anyway")
+    # Required (no default) when the review found privileges that would rise or return.
+    accounts = RadioField("Users and roles", choices=[
+        SelectChoice("archive", "Restore the archive's users, roles and passwords"),
+        SelectChoice("keep", "Keep today's users and roles (restore everything else)"),
+    ], validators=[Optional()])
     store_name = StringField("Store name", validators=[Length(max=200)])
 
     def offer_parts(self, archive_parts):

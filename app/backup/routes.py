@@ -119,8 +119,12 @@ def start_backup():
 def prepare_upload():
     """The large-body hook of upload_restore (see app.security.access.install), run after the gate and
     before the body is read: raise the body limit for this route, refuse a body the disk cannot hold."""
-    request.max_content_length = current_app.config["MAX_UPLOAD_BYTES"]
+    cap = request.max_content_length = incoming.upload_cap()
     needed = request.content_length or 0
+    if needed > cap:
+        return _refusal(f"This file is {needed / 1e6:.0f} MB; this store accepts uploads of up to {cap / 1e6:.0f} MB "
+                        "(a few times its own size). Nothing was received. To bring in a larger store, restore "
+                        "it with `flask backup restore`, or ask the platform team to raise UPLOAD_FLOOR_BYTES.", 413)
     if needed and not incoming.has_room_for(needed):
         return _refusal("There is not enough free disk space to receive this file; nothing was changed. "
                         "Free some space (e.g. delete old backups) and try again.", 507)
@@ -165,16 +169,26 @@ def confirm_restore(run_id):
     elif result.get("other_store") and not form.other_store.data:
         problem = (f"This archive is from the store {result['other_store']!r}. Tick the box to confirm that you "
                    "want to restore another store's data here. Nothing was changed.")
+    elif form.parts.data != "files" and access_would_return(result) and not form.accounts.data:
+        problem = ("This restore would give access back to the accounts listed above. Choose whether to restore "
+                   "the archive's users and roles or to keep today's. Nothing was changed.")
     if problem:
         if htmx:  # keep the review and its form on screen, with the problem above the form
             return _status_response(inspection, form=form, form_error=problem, status=422)
         return _refusal(problem, 400)
     options = dict(inspection.options, safety=form.safety.data, inspection=run_id,
-                   other_store=bool(result.get("other_store")))
+                   other_store=bool(result.get("other_store")),
+                   keep_accounts=form.parts.data != "files" and form.accounts.data == "keep")
     # One confirmation per inspection: the restore's id is derived from it, so a second one is refused.
     if db.session.get(JobRun, restore_run_id(run_id)) is not None:
         return _refusal("This archive was already confirmed for a restore; check it again to restore it again.", 409)
     return _start("restore", parts=form.parts.data, options=options, run_id=restore_run_id(run_id))
+
+
+def access_would_return(inspection_result):
+    """Would the archive's accounts raise or bring back anyone's access? Then the user must choose."""
+    privileges = inspection_result.get("privileges") or {}
+    return bool(privileges.get("rises") or privileges.get("returns"))
 
 
 def restore_run_id(inspection_id):

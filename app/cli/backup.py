@@ -79,11 +79,13 @@ def inspect_command(file):
 @click.option("--yes", is_flag=True, help="Confirm that the current store will be overwritten.")
 @click.option("--no-safety-backup", is_flag=True, help="Skip the safety backup of the current store.")
 @click.option("--from-other-store", is_flag=True, help="Accept an archive made by another store (moving stores).")
-def restore_command(file, parts, yes, no_safety_backup, from_other_store):
+@click.option("--keep-accounts", is_flag=True, help="Keep today's users and roles (restore everything else).")
+def restore_command(file, parts, yes, no_safety_backup, from_other_store, keep_accounts):
     """Replace the store's database and/or files with an archive's (destructive)."""
     if not yes:
         _fail("a restore overwrites the current store; pass --yes to confirm.", code=2)
-    result = _operation(run_restore, file, parts, safety=not no_safety_backup, accept_other_store=from_other_store)
+    result = _operation(run_restore, file, parts, safety=not no_safety_backup, accept_other_store=from_other_store,
+                        keep_accounts=keep_accounts)
     if result["safety_backup"]:
         click.echo(f"Safety backup of the store as it was: {result['safety_backup']}")
     click.echo(f"Restored {parts} from {file.name}.")

@@ -11,7 +11,10 @@ from app.snapshot import SnapshotError
 from app.snapshot.container import PARTS, Reader
 from app.snapshot import journal
 
-__all__ = ["PARTS", "SnapshotError", "export", "backup", "inspect", "restore", "manifest_of", "list_archives",
+# The accounts tables: what "keep today's users and roles" leaves as it is.
+ACCOUNT_TABLES = ("users",)
+
+__all__ = ["PARTS", "ACCOUNT_TABLES", "read_accounts", "SnapshotError", "export", "backup", "inspect", "restore", "manifest_of", "list_archives",
            "archive_path", "delete", "recover", "end_store_sessions", "expire_exports", "export_bytes"]
 
 
@@ -36,12 +39,26 @@ def _create(kind, parts, created_by, progress, **options):
     )
 
 
+def _limits():
+    """What an archive may hold, from the configuration (the engine's keyword arguments)."""
+    return {"max_total_bytes": _config("MAX_RESTORE_BYTES"), "max_members": _config("MAX_RESTORE_MEMBERS"),
+            "max_row_bytes": _config("MAX_RESTORE_ROW_BYTES"), "max_value_bytes": _config("MAX_RESTORE_VALUE_BYTES")}
+
+
 def inspect(path, progress=None):
     """Check an archive completely (signature, manifest, every checksum); return its summary."""
     return snapshot.inspect_archive(
         path, signing_key=_config("BACKUP_SIGNING_KEY"), schema_revision=code_revision(), metadata=store_metadata(),
-        max_total_bytes=_config("MAX_RESTORE_BYTES"), progress=progress,
+        progress=progress, **_limits(),
     )
+
+
+def read_accounts(path):
+    """The archive's user accounts (for the review of what a restore would change in who may do what)."""
+    limits = _limits()
+    return snapshot.read_table(path, signing_key=_config("BACKUP_SIGNING_KEY"), metadata=store_metadata(),
+                               table="users", max_row_bytes=limits["max_row_bytes"],
+                               max_value_bytes=limits["max_value_bytes"])
 
 
 def manifest_of(path):
@@ -50,11 +67,11 @@ def manifest_of(path):
         return reader.manifest
 
 
-def restore(path, parts, progress=None):
+def restore(path, parts, progress=None, keep_accounts=False):
     result = snapshot.restore_archive(
         path, engine=db.engine, metadata=store_metadata(), uploads_dir=_config("UPLOADS_DIR"),
         signing_key=_config("BACKUP_SIGNING_KEY"), schema_revision=code_revision(), parts=parts,
-        max_total_bytes=_config("MAX_RESTORE_BYTES"), progress=progress,
+        keep_tables=ACCOUNT_TABLES if keep_accounts else (), progress=progress, **_limits(),
     )
     db.session.expire_all()  # the ORM's identity map still holds the rows from before
     return {"row_counts": result.row_counts, "file_count": result.file_count, "file_bytes": result.file_bytes}

@@ -6,11 +6,15 @@ import time
 from pathlib import Path
 
 from flask import current_app
+from sqlalchemy import text
 
+from app.extensions import db
 from app.operations.archives import archive_path
 from app.snapshot.files import FREE_SPACE_MARGIN
 
 INCOMING = "incoming"
+# The store's size is measured at most this often (it walks the uploads folder).
+STORE_SIZE_SECONDS = 300
 
 
 def incoming_dir():
@@ -22,6 +26,46 @@ def incoming_dir():
 def has_room_for(size):
     """Is there room to receive ``size`` bytes and still keep the engine's safety margin free?"""
     return shutil.disk_usage(incoming_dir()).free - size >= FREE_SPACE_MARGIN
+
+
+def upload_cap():
+    """The largest upload this store accepts: UPLOAD_STORE_FACTOR times the store's own size (an archive
+    of it is never larger), at least UPLOAD_FLOOR_BYTES (a new store must be able to receive an older or
+    another one), at most MAX_UPLOAD_BYTES."""
+    config = current_app.config
+    return min(config["MAX_UPLOAD_BYTES"],
+               max(config["UPLOAD_FLOOR_BYTES"], config["UPLOAD_STORE_FACTOR"] * store_size()))
+
+
+def store_size():
+    """The store's database and uploaded files in bytes, measured at most every STORE_SIZE_SECONDS."""
+    measured = current_app.extensions.get("store_size")
+    if measured is None or time.monotonic() - measured[0] > STORE_SIZE_SECONDS:
+        measured = current_app.extensions["store_size"] = (time.monotonic(), _database_bytes() + _folder_bytes(
+            Path(current_app.config["UPLOADS_DIR"])))
+    return measured[1]
+
+
+def _database_bytes():
+    engine = db.engine
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            return connection.scalar(text("SELECT pg_database_size(current_database())"))
+    if engine.dialect.name == "sqlite" and engine.url.database:
+        path = Path(engine.url.database)
+        return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.is_file())
+    return 0
+
+
+def _folder_bytes(folder):
+    total = 0
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def store_upload(upload):

@@ -110,12 +110,19 @@ def run_inspect(source, caller, *, holder=None, progress=None):
             if summary.kind != "backup":
                 raise IncompatibleArchive(_export_refusal(summary.name))
             current = review.compare_with_store(summary)
+            privileges = None
+            if summary.parts in ("database", "both"):
+                restorer = caller.name if caller.actor.startswith("user:") else None
+                privileges = review.privilege_changes(archives.read_accounts(source), restorer)
     other_store = summary.store if summary.store != current_app.config["STORE_NAME"] else None
-    return {"summary": review.summary_dict(summary), "current": current, "other_store": other_store}
+    return {"summary": review.summary_dict(summary), "current": current, "other_store": other_store,
+            "privileges": privileges}
 
 
-def run_restore(source, parts, caller, *, holder=None, safety=True, accept_other_store=False, progress=None):
-    """Replace the chosen parts of the store with the archive's; all of it happens, or none of it."""
+def run_restore(source, parts, caller, *, holder=None, safety=True, accept_other_store=False, keep_accounts=False,
+                progress=None):
+    """Replace the chosen parts of the store with the archive's; all of it happens, or none of it.
+    With ``keep_accounts`` the accounts tables keep today's rows (users and roles stay as they are)."""
     with _audited("restore.finish", caller, target=source.name, detail=parts) as outcome:
         check_restorable(archives.manifest_of(source), parts, accept_other_store, source.name)
         with holding(holder or new_holder(), "restore", restore=True):
@@ -127,9 +134,10 @@ def run_restore(source, parts, caller, *, holder=None, safety=True, accept_other
                                               label=f"Safety backup before restoring {source.name}"[:200]).name
             _say(progress, "maintenance", "Putting the storefront into maintenance")
             with maintenance_during("restore", current_app._get_current_object()):
-                details = archives.restore(source, parts, progress=progress)
+                details = archives.restore(source, parts, progress=progress, keep_accounts=keep_accounts)
                 archives.end_store_sessions()
-        outcome.detail = f"{parts}; safety backup {safety_name}" if safety_name else f"{parts}; no safety backup"
+        outcome.detail = "; ".join([parts, f"safety backup {safety_name}" if safety_name else "no safety backup",
+                                    "today's users and roles kept" if keep_accounts else "accounts from the archive"])
     return {"restored": parts, "safety_backup": safety_name, "details": details}
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from flask import current_app
 
 from app.extensions import db
-from app.models import Order, store_metadata
+from app.models import ROLES, Order, User, store_metadata
 
 
 def summary_dict(summary):
@@ -48,3 +48,41 @@ def compare_with_store(summary):
         losses.append(f"The store has {extra} more uploaded file{'s' if extra != 1 else ''} than the archive; "
                       "they will be removed.")
     return {"tables": tables, "files": file_count, "losses": losses}
+
+
+PRIVILEGED_ROLES = ("admin", "super_admin")
+_RANK = {role: rank for rank, role in enumerate(ROLES)}
+
+
+def privilege_changes(archived_accounts, restorer=None):
+    """Who would gain or regain power if the archive's accounts replaced today's, by name: accounts that
+    would become admin or super-admin, accounts that would reappear, password hashes that would change,
+    and whether the person restoring (an email, or None from the command line) stays a super-admin."""
+    today = {user.email.lower(): user for user in db.session.scalars(db.select(User))}
+    rises, returns, passwords = [], [], []
+    restorer_row = None
+    for row in archived_accounts:
+        email, role, active = str(row["email"]).lower(), str(row["role"]), bool(row["active"])
+        now = today.get(email)
+        if restorer is not None and email == restorer.lower():
+            restorer_row = row
+        powerful = active and role in PRIVILEGED_ROLES
+        if now is None:
+            returns.append(f"{email} ({role}{'' if active else ', deactivated'})")
+            if powerful:
+                rises.append(f"{email} would be {_label(role)} (no such account today)")
+            continue
+        if powerful and (not now.active or _RANK.get(role, -1) > _RANK.get(now.role, -1)):
+            today_is = f"{now.role}, deactivated" if not now.active else now.role
+            rises.append(f"{email} would become {_label(role)} (today: {today_is})")
+        if row["password_hash"] != now.password_hash:
+            passwords.append(email)
+    stays = None
+    if restorer is not None:
+        stays = restorer_row is not None and restorer_row["role"] == "super_admin" and bool(restorer_row["active"])
+    return {"rises": rises, "returns": returns, "password_changes": passwords, "restorer": restorer,
+            "restorer_stays_super_admin": stays}
+
+
+def _label(role):
+    return role.replace("_", "-")

@@ -221,7 +221,7 @@ def _load_cursor(connection, table, columns, chunks, on_rows):
     cursor = connection.connection.driver_connection.cursor()
     sql = _positional_insert(dialect, table, columns)
     rows, batch = 0, []
-    for lines in _lines(chunks, table.name):
+    for lines in split_lines(chunks, table.name):
         for line in lines:
             values = tablecodec.parse_line(line, parsers)
             for i, bind in converters:
@@ -243,7 +243,7 @@ def _load_cursor(connection, table, columns, chunks, on_rows):
     return rows
 
 
-def _lines(chunks, table_name):
+def split_lines(chunks, table_name):
     """The complete lines of a stream of chunks, a list per chunk that ends one or more.
 
     An unfinished line is kept as a list of its pieces and joined once, when its end arrives: gluing each

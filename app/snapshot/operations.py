@@ -408,12 +408,34 @@ class RestoreResult:
     file_bytes: int
 
 
+def read_table(path, *, signing_key, metadata, table, max_row_bytes=DEFAULT_MAX_ROW_BYTES,
+               max_value_bytes=DEFAULT_MAX_VALUE_BYTES):
+    """The rows of one store table in an archive, as dicts keyed by column name: for reviewing a small
+    table (the accounts) before a restore. Values are parsed by this code's schema, never the archive's;
+    an archive without that table gives no rows."""
+    known = {t.name: t for t in store_tables(metadata)}[table]
+    with Reader(path, signing_key) as reader:
+        entry = next((e for e in reader.manifest["tables"] if e["name"] == table), None)
+        if entry is None:
+            return []
+        names = [c["name"] for c in entry["columns"]]
+        if sorted(names) != sorted(c.name for c in known.columns):
+            raise IncompatibleArchive(f"{reader.name}: the columns of table {table!r} do not match this "
+                                      "application's schema; nothing was changed.")
+        parsers = [tablecodec.parser(tablecodec.type_tag(known.c[name].type)) for name in names]
+        chunks = _table_chunks(reader, entry, (max_row_bytes, max_value_bytes))
+        return [dict(zip(names, tablecodec.parse_line(line, parsers)))
+                for lines in database.split_lines(chunks, table) for line in lines]
+
+
 def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_revision, parts,
                     max_total_bytes=None, max_members=DEFAULT_MAX_MEMBERS, max_row_bytes=DEFAULT_MAX_ROW_BYTES,
-                    max_value_bytes=DEFAULT_MAX_VALUE_BYTES, progress=None, _fail_after_rows=None):
+                    max_value_bytes=DEFAULT_MAX_VALUE_BYTES, keep_tables=(), progress=None, _fail_after_rows=None):
     """Replace the chosen parts of the store; all of it happens, or none of it.
 
-    The limits are inspect_archive's; the archive is inspected completely first."""
+    The limits are inspect_archive's; the archive is inspected completely first. Tables named in
+    ``keep_tables`` keep today's rows (the archive's rows must then fit them: a row that refers to an
+    account that does not exist today fails the restore, which rolls back)."""
     report = Reporter(progress)
     journal.recover(uploads_dir, engine)
     limits = (max_row_bytes, max_value_bytes)
@@ -436,7 +458,7 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
                 raise
         try:
             if _has(parts, "database"):
-                _restore_database(reader, engine, metadata, staged, report, limits, _fail_after_rows)
+                _restore_database(reader, engine, metadata, staged, report, limits, keep_tables, _fail_after_rows)
             elif staged is not None:
                 report("swap", 0, 1, "steps", "Moving the restored files into place", force=True)
                 staged.swap_in()
@@ -448,14 +470,18 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
         staged.commit()
         journal.tidy(uploads_dir, engine)  # the commit marker is no longer needed: the store keeps only its tables
     report("done", 1, 1, "restores", "Restore complete", force=True)
-    return RestoreResult(parts=parts, row_counts=summary.row_counts if _has(parts, "database") else {},
+    restored_counts = {t: n for t, n in summary.row_counts.items() if t not in keep_tables}
+    return RestoreResult(parts=parts, row_counts=restored_counts if _has(parts, "database") else {},
                          file_count=summary.file_count if _has(parts, "files") else 0,
                          file_bytes=summary.file_bytes if _has(parts, "files") else 0)
 
 
-def _restore_database(reader, engine, metadata, staged, report, limits, fail_after_rows):
-    tables = store_tables(metadata)
-    entries = {entry["name"]: entry for entry in reader.manifest["tables"]}
+def _restore_database(reader, engine, metadata, staged, report, limits, keep_tables, fail_after_rows):
+    unknown = set(keep_tables) - {t.name for t in store_tables(metadata)}
+    if unknown:
+        raise SnapshotError(f"Cannot keep {sorted(unknown)[0]!r}: it is not a store table; nothing was changed.")
+    tables = [t for t in store_tables(metadata) if t.name not in keep_tables]
+    entries = {entry["name"]: entry for entry in reader.manifest["tables"] if entry["name"] not in keep_tables}
     total = sum(entry["rows"] for entry in entries.values())
     done = 0
     with engine.connect() as connection:

@@ -163,3 +163,55 @@ def test_denials_are_audited_but_a_flood_leaves_one_record(app, client, outside_
         assert response.status_code in (400, 403)
     recorded = events(app, action)
     assert len(recorded) == 1 and recorded[0].outcome == "denied"
+
+
+def test_the_review_names_who_would_regain_access_and_keeping_accounts_restores_the_rest(app, admin, as_role, runner,
+                                                                                         run_worker):
+    from app.models import Product, User
+
+    with app.app_context():
+        db.session.add(Product(sku="BACK", name="Comes back", price=1))
+        db.session.commit()
+    archive = Path(runner.invoke(args=["backup", "create", "--parts", "database"]).output.strip().splitlines()[-1])
+    with app.app_context():  # after the backup: one admin demoted, one manager removed, a password changed
+        db.session.execute(db.delete(Product))
+        users = {u.email: u for u in db.session.scalars(db.select(User))}
+        users["admin@test.example"].role = "vendor"
+        db.session.delete(users["manager@test.example"])
+        users["vendor@test.example"].password_hash = "changed-since"
+        db.session.commit()
+    post(admin, f"{WIZARD}/restore/kept", {"name": archive.name})
+    run_worker()
+    inspection = latest(app, "inspect")
+    privileges = inspection.result["privileges"]
+    assert privileges["rises"] == ["admin@test.example would become admin (today: vendor)"]
+    assert privileges["returns"] == ["manager@test.example (manager)"]
+    assert privileges["password_changes"] == ["vendor@test.example"]
+    assert privileges["restorer_stays_super_admin"] is True
+    review = admin.get(f"{WIZARD}/runs/{inspection.id}", headers={"HX-Request": "true"})
+    assert b"admin@test.example would become admin (today: vendor)" in review.data and b"data-returns" in review.data
+
+    confirm = {"parts": "database", "store_name": "demo-store"}
+    unchosen = post(admin, f"{WIZARD}/restore/{inspection.id}/confirm", confirm)
+    assert unchosen.status_code == 422 and b"give access back" in unchosen.data
+    assert post(admin, f"{WIZARD}/restore/{inspection.id}/confirm", {**confirm, "accounts": "keep"}).status_code == 200
+    run_worker()
+    assert latest(app, "restore").state == "finished"
+    with app.app_context():
+        roles = {u.email: u.role for u in db.session.scalars(db.select(User))}
+        assert roles["admin@test.example"] == "vendor" and "manager@test.example" not in roles
+        assert db.session.scalar(db.select(Product.sku)) == "BACK"
+
+
+@pytest.mark.parametrize("flags, admin_role", [(["--keep-accounts"], "vendor"), ([], "admin")])
+def test_the_cli_can_keep_todays_accounts(app, runner, flags, admin_role):
+    from app.models import User
+
+    archive = runner.invoke(args=["backup", "create", "--parts", "database"]).output.strip().splitlines()[-1]
+    with app.app_context():
+        db.session.scalars(db.select(User).where(User.email == "admin@test.example")).one().role = "vendor"
+        db.session.commit()
+    done = runner.invoke(args=["backup", "restore", archive, "--parts", "database", "--yes", *flags])
+    assert done.exit_code == 0, done.output
+    with app.app_context():
+        assert db.session.scalars(db.select(User.role).where(User.email == "admin@test.example")).one() == admin_role

@@ -145,7 +145,7 @@ def test_splitting_table_data_into_lines_is_linear_in_a_long_row():
     row = b"x" * (4 * 1024 * 1024)
     chunks = [CountingBytes(row[i:i + 4096]) for i in range(0, len(row), 4096)] + [CountingBytes(b"\nnext\n")]
     CountingBytes.copied = 0
-    lines = [line for batch in database._lines(iter(chunks), "t") for line in batch]
+    lines = [line for batch in database.split_lines(iter(chunks), "t") for line in batch]
     assert lines == [row, b"next"]
     assert CountingBytes.copied <= 2 * len(row), f"{CountingBytes.copied / 1e6:.0f} MB copied for a 4 MB row"
 
@@ -158,6 +158,6 @@ def test_splitting_table_data_keeps_every_line_whatever_the_chunking():
         step = rng.randrange(1, 300)
         chunks.append(data[at:at + step])
         at += step
-    assert [line for batch in database._lines(iter(chunks), "t") for line in batch] == data.split(b"\n")[:-1]
+    assert [line for batch in database.split_lines(iter(chunks), "t") for line in batch] == data.split(b"\n")[:-1]
     with pytest.raises(Exception, match="ends in the middle of a row"):
-        list(database._lines(iter([b"a\nb"]), "t"))
+        list(database.split_lines(iter([b"a\nb"]), "t"))

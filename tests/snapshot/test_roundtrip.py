@@ -5,6 +5,7 @@ import stat
 import pytest
 import sqlalchemy as sa
 
+from app import snapshot
 from app.snapshot import IncompatibleArchive, InsufficientSpace, RestoreFailed
 from app.snapshot.container import NAME_PATTERN
 from tests.faults.harness import damage, metadata, schema
@@ -231,3 +232,39 @@ def test_recovery_drops_a_marker_table_no_journal_needs(sqlite_store):
     assert journal.MARKER_TABLE in sa.inspect(sqlite_store.engine).get_table_names()
     journal.recover(sqlite_store.uploads, sqlite_store.engine)
     assert journal.MARKER_TABLE not in sa.inspect(sqlite_store.engine).get_table_names()
+
+
+@pytest.mark.parametrize("engine", ["sqlite_store", "pg_store"])
+def test_kept_tables_keep_todays_rows_and_the_rest_comes_back(engine, request):
+    store = request.getfixturevalue(engine)
+    archive = store.create("backup", "database")
+    users = metadata().tables["users"]
+    with store.engine.begin() as c:
+        c.execute(users.update().values(role="vendor"))
+        c.execute(metadata().tables["order_lines"].delete())
+        today_users = sorted(c.execute(sa.select(users)).all())
+    store.restore(archive, "database", keep_tables=("users",))
+    with store.engine.connect() as c:
+        assert sorted(c.execute(sa.select(users)).all()) == today_users
+        assert c.scalar(sa.select(sa.func.count()).select_from(metadata().tables["order_lines"])) > 0
+
+
+@pytest.mark.parametrize("engine", ["sqlite_store", "pg_store"])
+def test_kept_accounts_the_archive_refers_to_but_today_lacks_roll_the_restore_back(engine, request):
+    store = request.getfixturevalue(engine)
+    archive = store.create("backup", "database")
+    with store.engine.begin() as c:
+        c.execute(metadata().tables["carts"].update().values(user_id=None))
+        c.execute(metadata().tables["users"].delete().where(metadata().tables["users"].c.id == 1))
+    before = store.state()
+    with pytest.raises(RestoreFailed, match="rolled back"):
+        store.restore(archive, "database", keep_tables=("users",))
+    assert store.state() == before
+
+
+def test_read_table_gives_an_archives_rows_by_column(sqlite_store):
+    archive = sqlite_store.create("backup", "database")
+    rows = snapshot.read_table(archive, signing_key=sqlite_store.key, metadata=sqlite_store.metadata, table="users")
+    with sqlite_store.engine.connect() as c:
+        live = {r.email: r.role for r in c.execute(sa.select(metadata().tables["users"]))}
+    assert {row["email"]: row["role"] for row in rows} == live

@@ -7,6 +7,7 @@ from werkzeug.test import encode_multipart
 
 from app.extensions import db
 from app.models import JobRun
+from app.operations.incoming import store_size, upload_cap
 from tests.helpers import csrf_token_from
 from tests.faults.harness import state
 
@@ -85,3 +86,17 @@ def test_an_upload_larger_than_the_global_limit_is_received_on_the_upload_route(
                                headers={"HX-Request": "true"})
     assert response.status_code == 200 and b"data-job-state" in response.data
     assert len(leftovers(app)) == 1
+
+
+def test_an_upload_far_above_the_stores_size_is_refused_unread(app, maintainer):
+    app.config["UPLOAD_FLOOR_BYTES"] = 1024 * 1024
+    with app.app_context():
+        size = store_size()
+        assert size > 0
+        assert upload_cap() == max(1024 * 1024, 4 * size) < 3 * 1024 * 1024
+    boundary, payload = body(maintainer.csrf, b"z" * (3 * 1024 * 1024))
+    response = maintainer.post(URL, data=payload, content_type=f"multipart/form-data; boundary={boundary}",
+                               headers={"HX-Request": "true"})
+    assert response.status_code == 413 and b"a few times its own size" in response.data
+    assert leftovers(app) == []
+
