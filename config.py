@@ -59,6 +59,14 @@ class Config:
     EXPORTS_PER_HOUR = _env_int("EXPORTS_PER_HOUR", 5)
     EXPORT_QUOTA_BYTES = _env_int("EXPORT_QUOTA_BYTES", 5 * 1024**3)
     EXPORT_TTL_DAYS = _env_int("EXPORT_TTL_DAYS", 7)
+    # Retention of backups, applied after every successful backup (flask backup prune to preview or run it).
+    RETENTION_ENABLED = _env("RETENTION_ENABLED", "1") not in ("0", "false", "no")
+    RETENTION_KEEP_ALL_DAYS = _env_int("RETENTION_KEEP_ALL_DAYS", 7)
+    RETENTION_DAILY_DAYS = _env_int("RETENTION_DAILY_DAYS", 16)
+    RETENTION_WEEKLY_WEEKS = _env_int("RETENTION_WEEKLY_WEEKS", 8)
+    RETENTION_MONTHLY_MONTHS = _env_int("RETENTION_MONTHLY_MONTHS", 4)
+    RETENTION_YEARLY_YEARS = _env_int("RETENTION_YEARLY_YEARS", 2)
+    RETENTION_MAX_BYTES = _env_int("RETENTION_MAX_BYTES", 0)
     # Uploaded archives nobody restored are removed after this many seconds.
     INCOMING_TTL = _env_int("INCOMING_TTL", 24 * 3600)
     # Maintainer networks wider than these prefixes need an explicit acknowledgement; /0 is refused.

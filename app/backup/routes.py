@@ -11,7 +11,7 @@ from app.backup.views import progress_of
 from app.extensions import db, htmx
 from app.models import JobRun
 from app.models.store import utcnow
-from app.operations import Caller, RunRefused, archives, incoming
+from app.operations import Caller, RunRefused, archives, incoming, retention
 from app.operations.procedures import check_export_allowed
 from app.operations.runs import FINAL_STATES, reconcile, start_run
 from app.security.access import deny_outside_network, is_maintainer_ip, outside_network_reason
@@ -64,6 +64,10 @@ def index():
         cards={kind: _card_run(kind) for kind in ("export", "backup", "restore")},
         archives=archives.list_archives(),
         backup_form=BackupForm(formdata=None),
+        retention_policy=retention.Policy.from_config(current_app.config).describe(),
+        retention_enabled=current_app.config["RETENTION_ENABLED"],
+        retention_plan=retention.store_plan() if maintainer else [],
+        usage=archives.folder_usage(),
     )
 
 

@@ -8,6 +8,7 @@ from flask.cli import AppGroup
 
 from app import audit
 from app.operations import COMMAND_LINE, RunRefused, archives, run_backup, run_export, run_restore
+from app.operations.procedures import run_retention
 from app.queue import redis_for_command
 from app.snapshot import SnapshotError
 from app.snapshot.container import PARTS
@@ -110,3 +111,21 @@ def delete_command(name):
         _fail(error)
     audit.record("archive.delete", target=name, actor="cli")
     click.echo(f"Deleted {name}.")
+
+
+@backup_cli.command("prune")
+@click.option("--dry-run", is_flag=True, help="Only say what the retention policy would delete.")
+def prune_command(dry_run):
+    """Apply the retention policy to kept backups now (it also runs after every backup)."""
+    if dry_run:  # reads only: no lock, no Redis
+        deletions = run_retention(COMMAND_LINE, dry_run=True)
+    else:
+        try:
+            with redis_for_command(current_app._get_current_object()):
+                deletions = run_retention(COMMAND_LINE)
+        except RunRefused as error:
+            _fail(error)
+    verb = "would delete" if dry_run else "deleted"
+    for name, rule in deletions:
+        click.echo(f"{verb} {name}: {rule}")
+    click.echo(f"{len(deletions)} backup{'s' if len(deletions) != 1 else ''} {verb}.")

@@ -1,4 +1,5 @@
 """The engine, configured from the app: create, check, restore, list and delete archives."""
+import shutil
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
@@ -15,7 +16,7 @@ from app.snapshot import journal
 ACCOUNT_TABLES = ("users",)
 
 __all__ = ["PARTS", "ACCOUNT_TABLES", "read_accounts", "SnapshotError", "export", "backup", "inspect", "restore", "manifest_of", "list_archives",
-           "archive_path", "delete", "recover", "end_store_sessions", "expire_exports", "export_bytes"]
+           "archive_path", "delete", "recover", "end_store_sessions", "expire_exports", "export_bytes", "folder_usage"]
 
 
 def _config(key):
@@ -102,6 +103,14 @@ def archive_path(name):
 
 def delete(name):
     snapshot.delete_archive(_config("BACKUPS_DIR"), name)
+
+
+def folder_usage():
+    """What the backups folder holds and what its filesystem has left, for the page."""
+    kept = snapshot.list_archives(_config("BACKUPS_DIR"))
+    disk = shutil.disk_usage(_config("BACKUPS_DIR"))
+    return {"archives": len(kept), "archive_bytes": sum(a.size for a in kept), "free": disk.free,
+            "total": disk.total, "percent_used": round(100 * (disk.total - disk.free) / disk.total) if disk.total else 0}
 
 
 def _exports():

@@ -13,9 +13,9 @@ from flask import current_app
 
 from app import audit
 from app.maintenance import maintenance_during
-from app.operations import archives, review
+from app.operations import archives, retention, review
 from app.operations.runs import RunRefused, failure_message, holding, new_holder, recent_runs
-from app.snapshot import IncompatibleArchive, ProgressEvent
+from app.snapshot import IncompatibleArchive, ProgressEvent, SnapshotError
 from app.snapshot.container import PARTS
 
 
@@ -97,8 +97,28 @@ def run_backup(parts, caller, *, holder=None, label=None, progress=None):
         with holding(holder or new_holder(), "backup"):
             archives.recover()
             path = archives.backup(parts, created_by=caller.name, progress=progress, label=label)
+            _keep_generations(caller)
         outcome.target = path.name
     return path
+
+
+def _keep_generations(caller):
+    """After a successful backup, under its lock: retention. A deletion that fails does not fail the
+    backup (it is logged, and the next backup tries again)."""
+    if not current_app.config["RETENTION_ENABLED"]:
+        return
+    try:
+        retention.apply_retention(caller)
+    except (OSError, SnapshotError):
+        current_app.logger.exception("Retention after a backup failed; the backup itself is kept")
+
+
+def run_retention(caller, *, dry_run=False, holder=None):
+    """Apply the retention policy now (or, with ``dry_run``, only say what it would delete)."""
+    if dry_run:
+        return retention.store_plan()
+    with holding(holder or new_holder(), "backup"):
+        return retention.apply_retention(caller)
 
 
 def run_inspect(source, caller, *, holder=None, progress=None):
