@@ -1,6 +1,7 @@
 """The engine, configured from the app: create, check, restore, list and delete archives."""
 import shutil
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from flask import current_app
 
@@ -107,8 +108,11 @@ def delete(name):
 
 def folder_usage():
     """What the backups folder holds and what its filesystem has left, for the page."""
-    kept = snapshot.list_archives(_config("BACKUPS_DIR"))
-    disk = shutil.disk_usage(_config("BACKUPS_DIR"))
+    folder = Path(_config("BACKUPS_DIR"))
+    kept = snapshot.list_archives(folder)
+    while not folder.exists():  # not created yet (or removed by hand): measure the disk it will be on
+        folder = folder.parent
+    disk = shutil.disk_usage(folder)
     return {"archives": len(kept), "archive_bytes": sum(a.size for a in kept), "free": disk.free,
             "total": disk.total, "percent_used": round(100 * (disk.total - disk.free) / disk.total) if disk.total else 0}
 

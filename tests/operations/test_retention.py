@@ -131,3 +131,10 @@ def test_the_page_says_what_the_next_backup_will_delete(app, runner, client, as_
     assert b"data-retention-plan" in page.data and older.name.encode() in page.data
     assert b"a newer backup of the same day is kept" in page.data
     assert b"Backups folder: 2 archives" in page.data
+
+
+def test_the_page_shows_the_folder_usage_even_before_the_backups_folder_exists(app, client, as_role, tmp_path):
+    app.config["BACKUPS_DIR"] = str(tmp_path / "not" / "yet")
+    as_role("super_admin")
+    page = client.get("/admin/tools/backup/")
+    assert page.status_code == 200 and b"Backups folder: 0 archives" in page.data
