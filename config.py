@@ -67,6 +67,29 @@ class Config:
     RETENTION_MONTHLY_MONTHS = _env_int("RETENTION_MONTHLY_MONTHS", 4)
     RETENTION_YEARLY_YEARS = _env_int("RETENTION_YEARLY_YEARS", 2)
     RETENTION_MAX_BYTES = _env_int("RETENTION_MAX_BYTES", 0)
+    # Schedules: times are the store's local time; the scheduler ticks every SCHEDULER_INTERVAL seconds.
+    STORE_TIMEZONE = _env("STORE_TIMEZONE", "UTC")
+    SCHEDULER_INTERVAL = _env_int("SCHEDULER_INTERVAL", 30)
+    # A scheduled backup that finds another operation running tries again this often, then is skipped.
+    SCHEDULE_RETRIES = _env_int("SCHEDULE_RETRIES", 3)
+    SCHEDULE_RETRY_SECONDS = _env_int("SCHEDULE_RETRY_SECONDS", 300)
+    # A backup starts only if the disk keeps this much free after it (estimated); retention runs first.
+    BACKUP_FREE_MARGIN_BYTES = _env_int("BACKUP_FREE_MARGIN_BYTES", 256 * 1024**2)
+    # Health: amber above this use of the backups folder's disk; HEALTH_TOKEN enables /health/backups.
+    BACKUPS_DISK_WARN_PERCENT = _env_int("BACKUPS_DISK_WARN_PERCENT", 80)
+    HEALTH_TOKEN = _env("HEALTH_TOKEN")
+    # Notifications: email through this SMTP server to the store's super-admins and NOTIFY_EMAIL, and
+    # an optional JSON webhook signed with HMAC-SHA256 (header X-Backup-Signature).
+    MAIL_SERVER = _env("MAIL_SERVER")
+    MAIL_PORT = _env_int("MAIL_PORT", 25)
+    MAIL_USE_TLS = _env("MAIL_USE_TLS", "0") in ("1", "true", "yes")
+    MAIL_USERNAME = _env("MAIL_USERNAME")
+    MAIL_PASSWORD = _env("MAIL_PASSWORD")
+    MAIL_FROM = _env("MAIL_FROM", "backups@localhost")
+    NOTIFY_EMAIL = _env("NOTIFY_EMAIL")
+    NOTIFY_ON_SUCCESS = _env("NOTIFY_ON_SUCCESS", "0") in ("1", "true", "yes")
+    NOTIFY_WEBHOOK_URL = _env("NOTIFY_WEBHOOK_URL")
+    NOTIFY_WEBHOOK_SECRET = _env("NOTIFY_WEBHOOK_SECRET")
     # Uploaded archives nobody restored are removed after this many seconds.
     INCOMING_TTL = _env_int("INCOMING_TTL", 24 * 3600)
     # Maintainer networks wider than these prefixes need an explicit acknowledgement; /0 is refused.

@@ -1,6 +1,15 @@
 """Models: the store's (backed up and restored) and the platform's (never restored)."""
 from app.extensions import db
-from app.models.platform import AuditEvent, JobRun, MaintainerNetwork, PlatformOperator, StoreStatus
+from app.models.platform import (
+    ArchivePin,
+    AuditEvent,
+    BackupSchedule,
+    JobRun,
+    MaintainerNetwork,
+    PlatformOperator,
+    RetentionSetting,
+    StoreStatus,
+)
 from app.models.store import (
     ROLES,
     Cart,
@@ -21,5 +30,6 @@ def store_metadata():
 
 __all__ = [
     "ROLES", "User", "Product", "ProductImage", "Order", "OrderLine", "Cart", "CartLine", "Setting",
-    "MaintainerNetwork", "PlatformOperator", "AuditEvent", "JobRun", "StoreStatus", "store_metadata",
+    "MaintainerNetwork", "PlatformOperator", "AuditEvent", "JobRun", "StoreStatus", "BackupSchedule",
+    "RetentionSetting", "ArchivePin", "store_metadata",
 ]

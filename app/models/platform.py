@@ -2,7 +2,7 @@
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -81,6 +81,12 @@ class JobRun(PlatformModel):
     # What the job needs to know (ids and choices, never secrets); the RQ job carries only this row's id.
     options: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # A scheduled run: its schedule, the slot it is for, and its tries at the store's lock while
+    # another operation held it (state "waiting" until then, "skipped" after the last try).
+    schedule_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    slot: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    not_before: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -114,3 +120,48 @@ class StoreStatus(PlatformModel):
             status = cls(id=1, maintenance=False, session_epoch=1)
             db.session.add(status)
         return status
+
+
+class BackupSchedule(PlatformModel):
+    """When backups run by themselves. Times are the store's local time (STORE_TIMEZONE)."""
+
+    __tablename__ = "backup_schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parts: Mapped[str] = mapped_column(String(20))
+    frequency: Mapped[str] = mapped_column(String(10))  # hourly / daily / weekly
+    every_hours: Mapped[int | None] = mapped_column(Integer, nullable=True)  # hourly: every N hours
+    at_time: Mapped[str | None] = mapped_column(String(5), nullable=True)  # daily, weekly: "HH:MM"
+    weekdays: Mapped[str | None] = mapped_column(String(20), nullable=True)  # weekly: "0,3" (Monday = 0)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # The newest slot the scheduler has started a run for (UTC): each slot is started once.
+    last_slot: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class RetentionSetting(PlatformModel):
+    """The store's retention policy as saved from the page (one row; absent: the configured defaults)."""
+
+    __tablename__ = "retention_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    keep_all_days: Mapped[int] = mapped_column(Integer)
+    daily_days: Mapped[int] = mapped_column(Integer)
+    weekly_weeks: Mapped[int] = mapped_column(Integer)
+    monthly_months: Mapped[int] = mapped_column(Integer)
+    yearly_years: Mapped[int] = mapped_column(Integer)
+    max_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    export_days: Mapped[int] = mapped_column(Integer)
+    updated_by: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ArchivePin(PlatformModel):
+    """A kept archive a user marked "Keep forever": retention never deletes it."""
+
+    __tablename__ = "archive_pins"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    pinned_by: Mapped[str] = mapped_column(String(255))
+    pinned_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
