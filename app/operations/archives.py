@@ -1,6 +1,5 @@
 """The engine, configured from the app: create, check, restore, list and delete archives."""
 import shutil
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from flask import current_app
@@ -17,7 +16,8 @@ from app.snapshot import journal
 ACCOUNT_TABLES = ("users",)
 
 __all__ = ["PARTS", "ACCOUNT_TABLES", "read_accounts", "SnapshotError", "export", "backup", "inspect", "restore", "manifest_of", "list_archives",
-           "archive_path", "delete", "recover", "end_store_sessions", "expire_exports", "export_bytes", "folder_usage"]
+           "archive_path", "delete", "recover", "end_store_sessions", "exports", "export_bytes", "folder_usage",
+           "free_space"]
 
 
 def _config(key):
@@ -106,6 +106,14 @@ def delete(name):
     snapshot.delete_archive(_config("BACKUPS_DIR"), name)
 
 
+def free_space():
+    """Free bytes on the backups folder's filesystem (the disk it will be on, if not created yet)."""
+    folder = Path(_config("BACKUPS_DIR"))
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
 def folder_usage():
     """What the backups folder holds and what its filesystem has left, for the page."""
     folder = Path(_config("BACKUPS_DIR"))
@@ -117,25 +125,11 @@ def folder_usage():
             "total": disk.total, "percent_used": round(100 * (disk.total - disk.free) / disk.total) if disk.total else 0}
 
 
-def _exports():
+def exports():
     """Kept exports, told by their names alone (no archive is opened: this runs before every export)."""
     return [a for a in snapshot.list_archives(_config("BACKUPS_DIR")) if a.kind == "export"]
 
 
-def expire_exports(now=None):
-    """Exports leave the maintainer network and are kept only EXPORT_TTL_DAYS; return what was removed."""
-    now = now or datetime.now(timezone.utc)
-    cutoff = now - timedelta(days=_config("EXPORT_TTL_DAYS"))
-    removed = []
-    for info in _exports():
-        made = snapshot.container.NAME_PATTERN.match(info.name)["stamp"]
-        if datetime.strptime(made, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc) < cutoff:
-            delete(info.name)
-            audit.record("archive.expire", target=info.name, actor="system", detail="export past its time to live")
-            removed.append(info.name)
-    return removed
-
-
 def export_bytes():
     """What kept exports take on disk, for the export quota."""
-    return sum(info.size for info in _exports())
+    return sum(info.size for info in exports())

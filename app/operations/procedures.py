@@ -12,8 +12,9 @@ from datetime import timedelta
 from flask import current_app
 
 from app import audit
+from app.filters import filesize
 from app.maintenance import maintenance_during
-from app.operations import archives, retention, review
+from app.operations import archives, incoming, retention, review
 from app.operations.runs import RunRefused, failure_message, holding, new_holder, recent_runs
 from app.snapshot import IncompatibleArchive, ProgressEvent, SnapshotError
 from app.snapshot.container import PARTS
@@ -62,7 +63,7 @@ def run_export(caller, *, holder=None, progress=None):
     """Export the store's data (database only, secrets redacted); returns the archive's path."""
     with _audited("export.finish", caller, target="database") as outcome:
         with holding(holder or new_holder(), "export"):
-            archives.expire_exports()
+            retention.expire_exports()
             check_export_quota()
             path = archives.export(created_by=caller.name, progress=progress)
         outcome.target = path.name
@@ -77,7 +78,7 @@ def check_export_allowed(caller):
     if len(mine) >= limit:
         raise RunRefused(f"You started {len(mine)} exports in the last hour, the limit is {limit}; nothing was "
                          "started. Download one of them, or try again later.")
-    archives.expire_exports()
+    retention.expire_exports()
     check_export_quota()
 
 
@@ -96,10 +97,37 @@ def run_backup(parts, caller, *, holder=None, label=None, progress=None):
     with _audited("backup.finish", caller, target=parts) as outcome:
         with holding(holder or new_holder(), "backup"):
             archives.recover()
+            make_room_for_backup(parts, caller)
             path = archives.backup(parts, created_by=caller.name, progress=progress, label=label)
             _keep_generations(caller)
         outcome.target = path.name
     return path
+
+
+def estimated_backup_size(parts):
+    """What a backup of ``parts`` will take: the newest kept backup of the same parts, else the store's
+    size (database and files, uncompressed: an over-estimate, which is the safe side)."""
+    same = [a for a in archives.list_archives() if a.kind == "backup" and a.parts == parts and not a.problem]
+    if same:
+        return max(same, key=lambda a: retention.made_at(a.name)).size
+    return incoming.store_size()
+
+
+def make_room_for_backup(parts, caller):
+    """Before a backup writes anything: if the disk would keep less than BACKUP_FREE_MARGIN_BYTES free
+    after it, apply retention first; if that is not enough, refuse and say how much is missing."""
+    estimate, margin = estimated_backup_size(parts), current_app.config["BACKUP_FREE_MARGIN_BYTES"]
+    if archives.free_space() - estimate >= margin:
+        return
+    if current_app.config["RETENTION_ENABLED"]:
+        retention.apply_retention(caller)
+    free = archives.free_space()
+    if free - estimate < margin:
+        missing = estimate + margin - free
+        raise RunRefused(
+            f"Not enough disk space for this backup: it needs about {filesize(estimate)} and the disk keeps "
+            f"{filesize(margin)} free, but only {filesize(free)} is free; {filesize(missing)} is missing. Nothing was "
+            "written. Delete old backups or archives you no longer need, or ask the platform team for more space.")
 
 
 def _keep_generations(caller):

@@ -3,8 +3,9 @@
 The policy keeps every backup for KEEP_ALL days, then the newest of each day, ISO week, month and year
 for the periods after that (the shape of spatie/laravel-backup's default strategy), then deletes the
 oldest until the total is under the size cap. It never deletes: the newest backup, a backup younger
-than a day, or the safety backup of the last restore (for a week). Exports have their own rule
-(archives.expire_exports). ``plan`` is a pure function; ``apply_retention`` deletes and audits.
+than a day, the safety backup of the last restore (for a week), or a backup pinned "Keep forever".
+Exports have their own, shorter rule (expire_exports). ``plan`` is a pure function; ``apply_retention``
+deletes and audits. The policy is the one saved from the page (platform database), else the config's.
 """
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -12,6 +13,9 @@ from datetime import datetime, timedelta, timezone
 from flask import current_app
 
 from app import audit
+from app.extensions import db
+from app.models import ArchivePin, RetentionSetting
+from app.models.store import utcnow
 from app.operations import archives
 from app.snapshot.container import NAME_PATTERN
 
@@ -27,11 +31,16 @@ class Policy:
     monthly_months: int = 4
     yearly_years: int = 2
     max_bytes: int = 0  # 0: no size cap
+    export_days: int = 7
+
+    FIELDS = ("keep_all_days", "daily_days", "weekly_weeks", "monthly_months", "yearly_years", "max_bytes",
+              "export_days")
 
     @classmethod
     def from_config(cls, config):
         return cls(config["RETENTION_KEEP_ALL_DAYS"], config["RETENTION_DAILY_DAYS"], config["RETENTION_WEEKLY_WEEKS"],
-                   config["RETENTION_MONTHLY_MONTHS"], config["RETENTION_YEARLY_YEARS"], config["RETENTION_MAX_BYTES"])
+                   config["RETENTION_MONTHLY_MONTHS"], config["RETENTION_YEARLY_YEARS"], config["RETENTION_MAX_BYTES"],
+                   config["EXPORT_TTL_DAYS"])
 
     def describe(self):
         cap = f", and at most {self.max_bytes / 1e9:.1f} GB in all" if self.max_bytes else ""
@@ -112,12 +121,54 @@ def plan(generations, now, policy, protected=None):
             if g.name in deletions and g.name not in protected]
 
 
-def store_plan(now=None):
-    """The plan for this store's kept backups (readable ones; an unreadable archive is left for a person)."""
+def current_policy():
+    """The policy saved from the page, or the configured defaults when none was saved."""
+    saved = db.session.get(RetentionSetting, 1)
+    if saved is None:
+        return Policy.from_config(current_app.config)
+    return Policy(**{field: getattr(saved, field) for field in Policy.FIELDS})
+
+
+def save_policy(policy, caller):
+    """Save the store's policy (audited with its description); it applies from the next backup."""
+    saved = db.session.get(RetentionSetting, 1) or RetentionSetting(id=1)
+    for field in Policy.FIELDS:
+        setattr(saved, field, getattr(policy, field))
+    saved.updated_by, saved.updated_at = caller.actor, utcnow()
+    db.session.add(saved)
+    db.session.commit()
+    audit.record("retention.policy", detail=f"keep {policy.describe()}; exports {policy.export_days} days",
+                 actor=caller.actor, client_ip=caller.client_ip)
+
+
+def pins():
+    """Archives a user marked "Keep forever", by name."""
+    return {pin.name: pin for pin in db.session.scalars(db.select(ArchivePin))}
+
+
+def set_pinned(name, pinned, caller):
+    """Mark a kept backup "Keep forever" (retention never deletes it), or take the mark off; audited."""
+    pin = db.session.get(ArchivePin, name)
+    if pinned and pin is None:
+        db.session.add(ArchivePin(name=name, pinned_by=caller.actor))
+    elif not pinned and pin is not None:
+        db.session.delete(pin)
+    else:
+        return
+    db.session.commit()
+    audit.record("archive.pin" if pinned else "archive.unpin", target=name, actor=caller.actor,
+                 client_ip=caller.client_ip)
+
+
+def store_plan(now=None, policy=None):
+    """The plan for this store's kept backups under ``policy`` (default: the current one). Unreadable
+    archives are left for a person."""
     now = now or datetime.now(timezone.utc)
     kept = [a for a in archives.list_archives() if a.kind == "backup" and not a.problem]
     generations = [Generation(a.name, made_at(a.name), a.size) for a in kept]
-    return plan(generations, now, Policy.from_config(current_app.config), _last_safety_backup(kept, now))
+    protected = {name: "kept forever" for name in pins()}
+    protected.update(_last_safety_backup(kept, now))
+    return plan(generations, now, policy or current_policy(), protected)
 
 
 def _last_safety_backup(kept, now):
@@ -136,3 +187,17 @@ def apply_retention(caller, now=None):
         archives.delete(name)
         audit.record("archive.retention", target=name, detail=rule, actor=caller.actor, client_ip=caller.client_ip)
     return deletions
+
+
+def expire_exports(now=None):
+    """Exports leave the maintainer network and are kept only the policy's export_days; returns what
+    was removed (each removal audited)."""
+    now = now or datetime.now(timezone.utc)
+    cutoff = now - timedelta(days=current_policy().export_days)
+    removed = []
+    for info in archives.exports():
+        if made_at(info.name) < cutoff:
+            archives.delete(info.name)
+            audit.record("archive.expire", target=info.name, actor="system", detail="export past its time to live")
+            removed.append(info.name)
+    return removed

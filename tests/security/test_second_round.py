@@ -8,7 +8,7 @@ import pytest
 
 from app.extensions import db
 from app.models import AuditEvent, JobRun
-from app.operations import archives, incoming
+from app.operations import incoming, retention
 from tests.helpers import csrf_token_from
 
 WIZARD = "/admin/tools/backup"
@@ -116,9 +116,9 @@ def test_exports_expire(app, runner):
     export = Path(runner.invoke(args=["backup", "export"]).output.strip().splitlines()[-1])
     backup = Path(runner.invoke(args=["backup", "create", "--parts", "database"]).output.strip().splitlines()[-1])
     with app.app_context():
-        assert archives.expire_exports() == []
+        assert retention.expire_exports() == []
         later = datetime.now(timezone.utc) + timedelta(days=app.config["EXPORT_TTL_DAYS"], minutes=1)
-        assert archives.expire_exports(now=later) == [export.name]
+        assert retention.expire_exports(now=later) == [export.name]
     assert not export.exists() and backup.exists()  # backups are never expired this way
     assert events(app, "archive.expire")[0].target == export.name
 
