@@ -8,6 +8,7 @@ from rq import get_current_job
 
 from app.extensions import db
 from app.operations import Caller, archives, incoming, runs
+from app.operations.notify import notify_run
 from app.operations.procedures import run_backup, run_export, run_inspect, run_restore
 from app.snapshot import SnapshotError
 from jobs.context import worker_app
@@ -66,9 +67,11 @@ def _execute(run_id, kind, work):
         except Exception as error:
             db.session.rollback()
             runs.finish_run(run, "failed", error=runs.failure_message(error))
+            notify_run(run)  # never raises: the run's outcome is already written
             raise
         if not runs.finish_run(run, "finished", result=result, archive_name=archive_name):
             _discard_result_of_ended_run(run, kind, archive_name)
+        notify_run(run)
         return result
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import ROOT
 
-BLUEPRINTS = ("app.admin", "app.auth", "app.backup", "app.platform", "app.storefront")
+BLUEPRINTS = ("app.admin", "app.auth", "app.backup", "app.health", "app.platform", "app.storefront")
 # The functions allowed to import inside their body, none of them to dodge a circle: the factory's
 # blueprint registration (importing the package, as jobs and the CLI do, pulls in no blueprint), and the
 # two optional drivers, imported only on the path that needs them (every `flask` command and worker

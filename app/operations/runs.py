@@ -19,17 +19,25 @@ from app.extensions import db
 from app.maintenance import extend_maintenance
 from app.models import JobRun
 from app.models.store import utcnow
+from app.operations.notify import notify_run
 from app.queue import LOCKS, SERIALIZER, OperationLock, enqueue, get_redis, heartbeat_key, heartbeat_ttl
 from app.snapshot import SnapshotError
 
 ACTIVE_STATES = ("queued", "started")
-FINAL_STATES = ("finished", "failed", "lost")
+# A scheduled run waits (not in Redis yet) while another operation holds the store's lock, and is
+# skipped, a final state, when it still holds it on the last try (app.operations.schedules).
+WAITING, SKIPPED = "waiting", "skipped"
+FINAL_STATES = ("finished", "failed", "lost", SKIPPED)
 HOLDER_PREFIX = "cli-"
 log = logging.getLogger(__name__)
 
 
 class RunRefused(Exception):
     """A run that cannot start; the message says why and what to do."""
+
+
+class AlreadyStarted(RunRefused):
+    """A run id that exists already (the primary key said so): nothing was started twice."""
 
 
 def new_holder():
@@ -45,18 +53,10 @@ def store_lock(kind):
     return OperationLock(get_redis(current_app), current_app.config["STORE_NAME"], purpose)
 
 
-def start_run(kind, caller, *, parts="", options=None, run_id=None):
+def start_run(kind, caller, *, parts="", options=None, run_id=None, schedule_id=None):
     """Record a run, take the store's lock when the kind needs it, and queue the job. A given
     ``run_id`` that exists already is refused by the primary key: a run is started once."""
-    run = JobRun(id=run_id or uuid.uuid4().hex, kind=kind, parts=parts, state="queued", started_by=caller.actor,
-                 client_ip=caller.client_ip, options=options or {})
-    # The row exists before the lock names it, so a contender never mistakes a new holder for a dead one.
-    db.session.add(run)
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise RunRefused("This run was already started once; nothing was started again.") from None
+    run = record_run(kind, caller, parts=parts, options=options, run_id=run_id, schedule_id=schedule_id)
     lock = store_lock(kind)
     if lock is not None and not lock.acquire(run.id, is_dead=run_is_over):
         db.session.delete(run)
@@ -64,16 +64,35 @@ def start_run(kind, caller, *, parts="", options=None, run_id=None):
         audit.record(f"{kind}.start", target=parts, outcome="denied", detail="another operation is running",
                      actor=caller.actor, client_ip=caller.client_ip)
         raise RunRefused(busy_message(lock))
+    return enqueue_run(run, caller, lock)
+
+
+def record_run(kind, caller, *, parts="", options=None, run_id=None, state="queued", **fields):
+    """The run's row, committed. It exists before the lock names it, so a contender never mistakes a new
+    holder for a dead one. An id that exists already raises AlreadyStarted (the primary key decides)."""
+    run = JobRun(id=run_id or uuid.uuid4().hex, kind=kind, parts=parts, state=state, started_by=caller.actor,
+                 client_ip=caller.client_ip, options=options or {}, **fields)
+    db.session.add(run)
     try:
-        enqueue(current_app, kind, run.id)
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise AlreadyStarted("This run was already started once; nothing was started again.") from None
+    return run
+
+
+def enqueue_run(run, caller, lock):
+    """Queue the job of a queued run that holds its lock (``lock``, None for kinds without one)."""
+    try:
+        enqueue(current_app, run.kind, run.id)
     except Exception as error:  # Redis down: say so, and leave nothing claimed
         if lock is not None:
             lock.release(run.id)
         finish_run(run, "failed", error=f"The job queue is unavailable ({type(error).__name__}); nothing was started.")
-        current_app.logger.exception("Could not enqueue %s run %s", kind, run.id)
+        current_app.logger.exception("Could not enqueue %s run %s", run.kind, run.id)
         raise RunRefused("The job queue is unavailable right now; nothing was started. Try again in a minute, "
                          "and tell the platform team if it persists.") from None
-    audit.record(f"{kind}.start", target=parts or kind, detail=f"run {run.id}", actor=caller.actor,
+    audit.record(f"{run.kind}.start", target=run.parts or run.kind, detail=f"run {run.id}", actor=caller.actor,
                  client_ip=caller.client_ip)
     return run
 
@@ -120,13 +139,18 @@ def fetch_job(run_id):
 
 
 def busy_message(lock):
+    return (f"Not started: {holder_description(lock)} is still running. Only one runs at a time; "
+            "wait for it to finish and try again.")
+
+
+def holder_description(lock):
+    """Who holds the lock, for a person: 'a restore started by ann@example.com'."""
     current = lock.holder() or ""
     holder = db.session.get(JobRun, current)
-    what = (f"a {holder.kind} started by {holder.started_by.split(':', 1)[-1]}" if holder else
-            "an operation started from the command line" if current.startswith(HOLDER_PREFIX) else
-            "another operation")
-    return (f"Not started: {what} is still running. Only one runs at a time; "
-            "wait for it to finish and try again.")
+    if holder is not None:
+        who = "the scheduler" if holder.started_by == "scheduler" else holder.started_by.split(":", 1)[-1]
+        return f"a {holder.kind} started by {who}"
+    return "an operation started from the command line" if current.startswith(HOLDER_PREFIX) else "another operation"
 
 
 def run_is_over(run_id):
@@ -211,29 +235,43 @@ def holding(holder, kind, *, restore=False):
 def reconcile(run):
     """Bring the run's row in line with Redis: a job Redis no longer knows, or whose worker stopped
     sending heartbeats, is lost, never done. Only an active row changes (finish_run is conditional),
-    so a worker that finished first keeps its result."""
-    if run.state in FINAL_STATES:
+    so a worker that finished first keeps its result. A waiting scheduled run is in no queue yet: never lost."""
+    if run.state in FINAL_STATES or run.state == WAITING:
         return run
     job = fetch_job(run.id)
-    if job is None and run.state == "queued" and _seconds_since(run.created_at) < heartbeat_ttl(current_app):
+    # A scheduled run that waited for the lock was queued at not_before (the real clock), not at created_at.
+    queued_at = max(run.created_at, run.not_before) if run.not_before else run.created_at
+    if job is None and run.state == "queued" and _seconds_since(queued_at) < heartbeat_ttl(current_app):
         return run  # between taking the lock and enqueueing: not lost, just young
     if job is None and run.state == "started" and not _missing_for_a_whole_ttl(run.id):
         return run  # Redis forgot the job (restarted): its worker gets one TTL to beat again
     if job is None:
-        finish_run(run, "lost", error="The job disappeared from the queue (Redis restarted or the job expired). "
-                                      "Nothing was reported as done; check the store and start again.")
+        _declare_lost(run, "The job disappeared from the queue (Redis restarted or the job expired). "
+                           "Nothing was reported as done; check the store and start again.")
         return run
     status = job.get_status(refresh=False)
     if status == JobStatus.FAILED:
-        finish_run(run, "failed", error=_rq_failure_message(job))
+        _end_failed(run, _rq_failure_message(job))
     elif status in (JobStatus.STOPPED, JobStatus.CANCELED):
-        finish_run(run, "failed", error=f"The job was {status.value}.")
+        _end_failed(run, f"The job was {status.value}.")
     elif status == JobStatus.FINISHED:
         db.session.refresh(run)
     elif status == JobStatus.STARTED and not _alive(run.id) and _seconds_since(job.started_at) > heartbeat_ttl(current_app):
-        finish_run(run, "lost", error="The worker running this job stopped responding. Anything half-done was "
-                                      "rolled back; check the store and start again.")
+        _declare_lost(run, "The worker running this job stopped responding. Anything half-done was "
+                           "rolled back; check the store and start again.")
     return run
+
+
+def _declare_lost(run, error):
+    """A run nobody will finish: its row says so, and (once, by whoever noticed first) people are told."""
+    if finish_run(run, "lost", error=error):
+        notify_run(run)
+
+
+def _end_failed(run, error):
+    """A job RQ saw fail outside our code (a timeout, a killed work horse): the row says so, people are told."""
+    if finish_run(run, "failed", error=error):
+        notify_run(run)
 
 
 def _missing_for_a_whole_ttl(run_id):
@@ -283,5 +321,6 @@ def recent_runs(kind, within):
         .order_by(JobRun.created_at.desc())).all()
 
 
-__all__ = ["RunRefused", "start_run", "claim_run", "finish_run", "reconcile", "holding", "new_holder",
+__all__ = ["RunRefused", "AlreadyStarted", "start_run", "record_run", "enqueue_run", "claim_run", "finish_run",
+           "reconcile", "holding", "new_holder",
            "failure_message", "fetch_job", "recent_runs"]

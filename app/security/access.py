@@ -3,11 +3,12 @@
 The factory installs it with one explicit call (``install``), naming each admin area's gate and
 the endpoints that may receive a large body; nothing registers itself on import.
 """
+import hmac
 import threading
 import time
 from urllib.parse import urlsplit
 
-from flask import abort, current_app, g, redirect, request, url_for
+from flask import abort, current_app, g, jsonify, redirect, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 
@@ -119,6 +120,8 @@ def install(app, gates, large_bodies):
     gates, large_bodies = dict(gates), dict(large_bodies)
 
     def access_control():
+        if request.routing_exception is not None:
+            return None  # no route (404) or not this method (405): Flask answers that, no view runs
         gate = gates.get(request.blueprint)
         if gate is not None:
             refusal = gate()
@@ -175,5 +178,27 @@ def platform_gate(public_endpoints):
         if not is_maintainer_ip():
             deny_outside_network()
         return None
+
+    return gate
+
+
+def token_gate(config_key):
+    """A gate for an area machines poll (monitoring): ``Authorization: Bearer <token>`` matching the
+    setting ``config_key``, never a session. Unset, the area does not exist (404); a missing or wrong
+    token is a 401, audited like any denial."""
+
+    def gate():
+        expected = current_app.config.get(config_key)
+        if not expected:
+            abort(404)
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), str(expected).encode()):
+            return None
+        record_denial("token", "missing or wrong token" if given else "no token")
+        response = jsonify(error="A valid token is required: send the header 'Authorization: Bearer <token>'.")
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = "Bearer"
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     return gate

@@ -96,3 +96,19 @@ def test_forbidden_htmx_request_gets_an_alert_fragment(client, as_role):
     assert response.status_code == 403
     assert b'role="alert"' in response.data
     assert b"<html" not in response.data
+
+
+def test_health_area_needs_its_token_never_a_session(app, client, as_role, as_operator):
+    routes = protected_routes(app, "health")
+    for endpoint, method, url in routes:  # no HEALTH_TOKEN configured: the area does not exist
+        assert call(client, method, url).status_code == 404, endpoint
+    app.config["HEALTH_TOKEN"] = "sweep-token"
+    for endpoint, method, url in routes:
+        assert call(client, method, url).status_code == 401, endpoint
+    as_role("super_admin")
+    for endpoint, method, url in routes:
+        assert call(client, method, url).status_code == 401, endpoint
+    as_operator()
+    for endpoint, method, url in routes:
+        assert call(client, method, url).status_code == 401, endpoint
+        assert call(client, method, url, headers={"Authorization": "Bearer sweep-token"}).status_code in (200, 503)
