@@ -1,4 +1,6 @@
-"""Jinja filters for sizes and durations a person can read."""
+"""Jinja filters for sizes, durations and times a person can read."""
+from datetime import timezone
+from zoneinfo import ZoneInfo
 
 
 def filesize(value):
@@ -23,6 +25,20 @@ def duration(seconds):
     return f"{hours} h {minutes:02d} min"
 
 
+def store_time(moment, zone_name):
+    """An instant (aware, or naive UTC) in the store's time zone, with UTC beside it when they differ:
+    "Sun 29 Nov 2026 03:30 Europe/Paris (02:30 UTC)"."""
+    if moment is None:
+        return ""
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    local, utc = moment.astimezone(ZoneInfo(zone_name)), moment.astimezone(timezone.utc)
+    text = local.strftime("%a %d %b %Y %H:%M")
+    if local.utcoffset() == utc.utcoffset() and zone_name in ("UTC", "Etc/UTC"):
+        return f"{text} UTC"
+    return f"{text} {zone_name} ({utc.strftime('%H:%M')} UTC)"
+
+
 def register(app):
     app.add_template_filter(filesize)
     app.add_template_filter(duration)
+    app.add_template_filter(store_time)

@@ -7,11 +7,11 @@ from flask import Blueprint, abort, current_app, jsonify, redirect, render_templ
 from app import audit
 from app.audit import actor_name
 from app.backup.forms import BackupForm, RestoreForm
-from app.backup.views import progress_of
+from app.backup.views import automation_context, progress_of
 from app.extensions import db, htmx
 from app.models import JobRun
 from app.models.store import utcnow
-from app.operations import Caller, RunRefused, archives, incoming, retention
+from app.operations import Caller, RunRefused, archives, health, incoming, retention
 from app.operations.procedures import check_export_allowed
 from app.operations.runs import FINAL_STATES, reconcile, start_run
 from app.security.access import deny_outside_network, is_maintainer_ip, outside_network_reason
@@ -64,10 +64,10 @@ def index():
         cards={kind: _card_run(kind) for kind in ("export", "backup", "restore")},
         archives=archives.list_archives(),
         backup_form=BackupForm(formdata=None),
-        retention_policy=retention.Policy.from_config(current_app.config).describe(),
-        retention_enabled=current_app.config["RETENTION_ENABLED"],
-        retention_plan=retention.store_plan() if maintainer else [],
+        pins=retention.pins(),
         usage=archives.folder_usage(),
+        health=health.store_health(),
+        **(automation_context() if maintainer else {}),
     )
 
 
@@ -239,7 +239,7 @@ def delete_archive(name):
     audit.record("archive.delete", target=info.name)
     if htmx:
         return render_template("backup/_archives.html", archives=archives.list_archives(),
-                               maintainer=is_maintainer_ip())
+                               maintainer=is_maintainer_ip(), pins=retention.pins())
     return redirect(url_for("backup.index"))
 
 

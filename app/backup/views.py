@@ -1,5 +1,13 @@
-"""What the status fragment and its JSON twin show of a run: state, phase, percent, counts, timing."""
+"""What the page's fragments show: a run's progress (and its JSON twin), the schedules and retention."""
+from datetime import datetime, timezone
+
+from flask import current_app
+
+from app.backup.forms import RetentionForm, ScheduleForm
+from app.extensions import db
+from app.models import JobRun
 from app.models.store import utcnow
+from app.operations import retention, schedules
 from app.operations.runs import FINAL_STATES, fetch_job
 
 
@@ -20,7 +28,32 @@ def progress_of(run):
         "done": done,
         "total": total,
         "unit": meta.get("unit") or "",
-        "message": run.error if run.state in ("failed", "lost") else meta.get("message") or "",
+        "message": run.error if run.state in ("failed", "lost", "skipped") else meta.get("message") or "",
         "elapsed": elapsed,
         "eta": eta,
     }
+
+
+def schedules_view():
+    """The schedules as the page lists them: what, when next (store time and UTC), the last run."""
+    now = datetime.now(timezone.utc)
+    rows = []
+    for schedule in schedules.list_schedules():
+        last = db.session.scalars(db.select(JobRun).where(JobRun.schedule_id == schedule.id)
+                                  .order_by(JobRun.created_at.desc()).limit(1)).first()
+        rows.append({"schedule": schedule, "description": schedules.describe(schedule, current_app.config["STORE_TIMEZONE"]),
+                     "next_run": schedules.next_run_at(schedule, now) if schedule.enabled else None, "last": last})
+    return rows
+
+
+def automation_context(schedule_form=None, retention_form=None, preview=None, message=None):
+    """What the page's "Automatic backups" section needs (also rendered alone, after a change)."""
+    policy = retention.current_policy()
+    if retention_form is None:
+        retention_form = RetentionForm(formdata=None)
+        retention_form.fill(policy)
+    return {"schedules": schedules_view(), "schedule_form": schedule_form or ScheduleForm(formdata=None),
+            "retention_form": retention_form, "retention_policy": policy,
+            "retention_enabled": current_app.config["RETENTION_ENABLED"], "retention_plan": retention.store_plan(),
+            "retention_preview": preview, "automation_message": message,
+            "store_timezone": current_app.config["STORE_TIMEZONE"]}

@@ -12,7 +12,8 @@ from tests.helpers import client_at, csrf_token_from, login
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 
-SAMPLE = {"run_id": "0" * 32, "name": "test-store-backup-both-20260101T000000000000Z-abcdef.zip", "network_id": "1"}
+SAMPLE = {"run_id": "0" * 32, "name": "test-store-backup-both-20260101T000000000000Z-abcdef.zip", "network_id": "1",
+          "schedule_id": "1", "on": "1"}
 
 
 def post_endpoints(app):
