@@ -15,7 +15,7 @@ from app.extensions import db
 from app.filters import filesize
 from app.models import BackupSchedule, JobRun
 from app.operations import archives, retention
-from app.operations.schedules import interval_of
+from app.operations.schedules import interval_of, next_slot, store_zone
 
 LEVELS = ("green", "amber", "red")
 ENDED = ("finished", "failed", "lost", "skipped")
@@ -52,6 +52,11 @@ def store_health(now=None):
         findings += _schedule_findings(schedule, now)
     if not schedules:
         findings.append(_without_schedule(last, now))
+    elif last is None:  # a schedule is set but has not made a backup yet: the store has none
+        first = min(next_slot(s, now, store_zone()) for s in schedules)
+        findings.append(("amber", "No backup yet",
+                         f"The store has no backup yet; the first scheduled one starts at {first:%Y-%m-%d %H:%M} UTC. "
+                         "Start one now with Backup if you are about to make a risky change."))
     disk = archives.folder_usage()
     limit = current_app.config["BACKUPS_DISK_WARN_PERCENT"]
     if disk["percent_used"] > limit:

@@ -128,7 +128,9 @@ def test_red_when_nothing_succeeded_for_two_intervals(app, runner):
 
 def test_a_new_schedule_is_not_late_until_its_intervals_have_passed(app):
     add_schedule(app, created=timedelta(hours=2))
-    assert health(app).level == "green" and health(app).headline == "No backup yet"
+    fresh = health(app)  # not late, but the store has no backup at all: amber, saying when the first comes
+    assert fresh.level == "amber" and fresh.headline == "No backup yet"
+    assert "the first scheduled one starts at" in fresh.reasons[0]
     assert health(app, later=timedelta(hours=35)).level == "amber"
     late = health(app, later=timedelta(hours=47))
     assert late.level == "red" and "has not succeeded since it was set up" in late.reasons[0]
