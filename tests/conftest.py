@@ -13,6 +13,7 @@ from app.queue import stop_embedded_redis
 from jobs.context import use_app
 from jobs.worker import make_worker
 from tests.factories import filled, new_store
+from tests.seaweed import SeaweedServer
 from tests.faults.harness import metadata
 from tests.helpers import (
     FAST_HASH, MAINTAINER_IP, OUTSIDE_IP, POSTGRES_ADMIN_URL, ROLES, app_overrides, client_at, login, required,
@@ -146,3 +147,11 @@ def pg_store(postgres_database, tmp_path):
     yield store
     store.engine.dispose()
 
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS `weed mini`) for the whole session; tests make their own buckets."""
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed")).start()
+    yield server
+    server.remove()
