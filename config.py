@@ -39,6 +39,18 @@ class Config:
 
     UPLOADS_DIR = _env("UPLOADS_DIR", str(INSTANCE_DIR / "uploads"))
     BACKUPS_DIR = _env("BACKUPS_DIR", str(INSTANCE_DIR / "backups"))
+    # Where kept archives live: unset, the BACKUPS_DIR folder; "s3://bucket/prefix", an S3-compatible
+    # bucket (BACKUPS_DIR is then only where an archive is written before it is uploaded).
+    ARCHIVE_STORE_URL = _env("ARCHIVE_STORE_URL")
+    S3_ENDPOINT_URL = _env("S3_ENDPOINT_URL")
+    S3_REGION = _env("S3_REGION", "us-east-1")
+    S3_ACCESS_KEY_ID = _env("S3_ACCESS_KEY_ID")
+    S3_SECRET_ACCESS_KEY = _env("S3_SECRET_ACCESS_KEY")
+    # Send S3 checksums (SHA-256 per part): some S3-compatible providers reject them.
+    S3_CHECKSUMS = _env("S3_CHECKSUMS", "1") not in ("0", "false", "no")
+    # Off-site copies: a failed copy is tried again after this many seconds, doubling, this many times.
+    OFFSITE_RETRY_SECONDS = _env_int("OFFSITE_RETRY_SECONDS", 300)
+    OFFSITE_RETRIES = _env_int("OFFSITE_RETRIES", 5)
 
     # Comma-separated IPs/CIDRs of the reverse proxies whose X-Forwarded-For we believe.
     TRUSTED_PROXIES = _env_list("TRUSTED_PROXIES")
