@@ -6,14 +6,15 @@ from app.backup.forms import RetentionForm, ScheduleForm
 from app.backup.routes import _refusal, _status_response, bp, caller, get_archive
 from app.backup.views import automation_context
 from app.extensions import htmx
-from app.operations import RunRefused, archives, retention, schedules
+from app.operations import RunRefused, archives, health, retention, schedules
 
 
 def _automation(status=200, **context):
     if not htmx:
         return redirect(url_for("backup.index"))
-    return render_template("backup/_automation.html", **automation_context(**context),
-                           automation_error=status >= 400), status
+    body = render_template("backup/_automation.html", **automation_context(**context), automation_error=status >= 400)
+    badge = render_template("backup/_health.html", health=health.store_health(), oob=True)
+    return body + badge, status
 
 
 @bp.post("/schedules")

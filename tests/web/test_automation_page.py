@@ -48,6 +48,8 @@ def test_a_schedule_added_on_the_page_shows_its_next_run(app, admin):
         assert (schedule.parts, schedule.frequency, schedule.at_time, schedule.enabled) == ("database", "daily", "03:30", True)
     assert b"Next run at" in admin.get(f"{WIZARD}/").data
     assert len(audit(app, "backup.schedule.add")) == 1
+    # The health badge follows, out of band: a schedule is set, but there is no backup yet.
+    assert b'id="health" hx-swap-oob="true"' in response.data and b"No backup yet" in response.data
 
 
 def test_a_schedule_that_makes_no_sense_is_refused_and_nothing_is_added(app, admin):
