@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 export FLASK_APP := wsgi:app
+# `make demo PORT=5100 HOST=0.0.0.0`: where the demo listens (default: 127.0.0.1 and ::1, port 5000).
+# Set on the command line only: a HOST or PORT in the environment (shells, PaaS) does not move the demo.
+PORT = 5000
+HOST = 127.0.0.1,::1
 
 .PHONY: demo test install clean
 
@@ -20,7 +24,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/flask db upgrade
 	$(BIN)/flask seed-demo
-	$(BIN)/python -m jobs.demo
+	$(BIN)/python -m jobs.demo --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

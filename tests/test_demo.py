@@ -1,7 +1,12 @@
 """`make demo`'s steps, for real: migrate, seed once, serve with an embedded Redis and a worker, stop."""
+import http.cookiejar
+import os
+import re
 import signal
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -40,3 +45,47 @@ def test_demo_migrates_seeds_once_serves_and_stops(tmp_path):
         output, _ = server.communicate(timeout=30)
     assert server.returncode == 0, output
     assert "super@demo.test" in output and "platform@demo.test" in output and "demo1234" in output
+
+
+def log_in(base):
+    """A cookie-keeping opener logged in as the demo's super-admin."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    page = opener.open(f"{base}/login", timeout=5).read().decode()
+    field = re.search(r'<input[^>]*name="csrf_token"[^>]*>', page).group(0)
+    token = re.search(r'value="([^"]+)"', field).group(1)
+    form = urllib.parse.urlencode({"csrf_token": token, "email": "super@demo.test", "password": "demo1234"}).encode()
+    assert opener.open(f"{base}/login", data=form, timeout=5).geturl().endswith("/admin/")
+    return opener
+
+
+def backup_card(opener, base):
+    page = opener.open(f"{base}/admin/tools/backup/", timeout=5).read().decode()
+    return re.search(r'data-card="backup" aria-disabled="(\w+)"', page).group(1)
+
+
+@pytest.mark.slow
+def test_make_demo_takes_a_port_listens_on_both_loopbacks_and_the_readme_outside_network_steps_work(tmp_path):
+    """`make demo PORT=…` as the README gives it; then the README's steps to see the wizard from outside the
+    maintainer networks: remove 127.0.0.1/32, and 127.0.0.1 sees Backup disabled while [::1] still may."""
+    env, port = demo_env(tmp_path), free_port()
+    demo = subprocess.Popen(["make", "--no-print-directory", "demo", f"PORT={port}"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    v4, v6 = f"http://127.0.0.1:{port}", f"http://[::1]:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                assert get(f"{v4}/login")[0] == 200 and get(f"{v6}/login")[0] == 200
+                break
+            except OSError:
+                assert demo.poll() is None, demo.stdout.read()
+                assert time.monotonic() < deadline, "make demo did not serve on both loopback addresses"
+                time.sleep(0.3)
+        assert backup_card(log_in(v4), v4) == "false"
+        assert flask(["maintainers", "remove", "127.0.0.1/32"], env).returncode == 0
+        assert backup_card(log_in(v4), v4) == "true"   # 127.0.0.1 is outside now: Backup disabled
+        assert backup_card(log_in(v6), v6) == "false"  # ::1 is still a maintainer network
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)
+        output, _ = demo.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}/" in output and f"Also listening on http://[::1]:{port}/" in output
