@@ -11,6 +11,18 @@ from app.operations import retention, schedules
 from app.operations.runs import FINAL_STATES, fetch_job
 
 
+ETA_AFTER_SECONDS = 5
+ETA_AFTER_FRACTION = 0.05
+
+
+def time_left(elapsed, done, total):
+    """Seconds left, or None until there is enough to go on: an estimate from the first seconds or
+    percent (a slow start, a phase that counts differently) once said "about 377 h" for a short run."""
+    if not total or not 0 < done < total or elapsed < ETA_AFTER_SECONDS or done / total < ETA_AFTER_FRACTION:
+        return None
+    return elapsed * (total - done) / done
+
+
 def progress_of(run):
     job = fetch_job(run.id) if run.state not in FINAL_STATES else None
     meta = (job.get_meta(refresh=False) if job is not None else None) or {}
@@ -18,9 +30,7 @@ def progress_of(run):
     percent = 100 if run.state == "finished" else (min(99, int(done * 100 / total)) if total else None)
     started = run.started_at or (job.started_at.replace(tzinfo=None) if job is not None and job.started_at else None)
     elapsed = ((run.ended_at or utcnow()) - started).total_seconds() if started else 0
-    eta = None
-    if run.state == "started" and total and done and 0 < done < total:
-        eta = elapsed * (total - done) / done
+    eta = time_left(elapsed, done, total) if run.state == "started" else None
     return {
         "state": run.state,
         "phase": meta.get("phase") or ("done" if run.state == "finished" else run.state),

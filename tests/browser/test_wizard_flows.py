@@ -90,6 +90,7 @@ def test_backup_damage_restore_from_the_downloaded_file(page, demo_server, tmp_p
     log_in_page(page, demo_server)
     open_wizard(page, demo_server)
     page.wait_for_selector("#restore-status [data-job-state=finished]")
-    assert "Restore finished" in page.inner_text("#restore-status")
+    finished = page.inner_text("#restore-status")
+    assert "Restore finished" in finished and "the store's database and the uploaded files were restored from" in finished
     assert page.locator("[data-archive] .tag:text('safety')").count() == 1
     screenshot(page, "restore-finished")
