@@ -1,4 +1,5 @@
-"""Uploaded archives waiting for their check and restore: named by us, removed when their run ends."""
+"""Archives a run works on: uploads waiting for their check and restore (named by us, removed when
+their run ends), and kept archives fetched from a bucket for one run (removed when it ends)."""
 import os
 import secrets
 import shutil
@@ -9,18 +10,18 @@ from flask import current_app
 from sqlalchemy import text
 
 from app.extensions import db
-from app.operations.archives import archive_path
+from app.operations import archives
+from app.operations.archives import INCOMING, archive_path
 from app.snapshot.files import FREE_SPACE_MARGIN
 
-INCOMING = "incoming"
+__all__ = ["INCOMING", "incoming_dir", "has_room_for", "upload_cap", "store_size", "store_upload", "source_path",
+           "discard", "release", "remove_stale"]
 # The store's size is measured at most this often (it walks the uploads folder).
 STORE_SIZE_SECONDS = 300
 
 
 def incoming_dir():
-    folder = Path(current_app.config["BACKUPS_DIR"]) / INCOMING
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return folder
+    return archives.incoming_folder()
 
 
 def has_room_for(size):
@@ -85,15 +86,24 @@ def store_upload(upload):
     return name
 
 
-def source_path(options):
-    """The archive a run works on: an uploaded one (by our own name) or a kept one."""
+def source_path(options, progress=None):
+    """The archive a run works on: an uploaded one (by our own name) or a kept one. A kept archive in a
+    bucket is fetched into a folder of its own here, every time (the run may be on a host that has never
+    seen it); the run gives it back with `release` when it ends."""
     name = options.get("name", "")
     if options.get("source") == "upload":
         path = incoming_dir() / Path(name).name
         if path.name != name or not path.is_file():
             raise FileNotFoundError("The uploaded file is gone (uploads are kept for a day); upload it again.")
         return path
-    return archive_path(name)
+    if archives.kept_locally():
+        return archive_path(name)
+    return archives.fetch_copy(name, progress)
+
+
+def release(path):
+    """Remove a kept archive's fetched copy once its run is over (an upload or a kept file stays)."""
+    archives.release_copy(path)
 
 
 def discard(options):
@@ -105,13 +115,18 @@ def discard(options):
 
 
 def remove_stale(max_age=None):
-    """Uploads nobody restored, past INCOMING_TTL seconds; also run by the worker at start."""
+    """Uploads nobody restored, and fetched copies a killed run left, past INCOMING_TTL seconds; also run
+    by the worker at start."""
     cutoff = time.time() - (max_age if max_age is not None else current_app.config["INCOMING_TTL"])
     removed = 0
     for path in incoming_dir().iterdir():
         try:
             if path.is_file() and path.stat().st_mtime < cutoff:
                 path.unlink()
+                removed += 1
+            elif path.is_dir() and not path.is_symlink() and path.name.startswith(archives.FETCHED_PREFIX) \
+                    and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         except FileNotFoundError:
             pass
