@@ -24,10 +24,11 @@ JOB_FUNCTIONS = {
     "backup": "jobs.functions.backup_store",
     "inspect": "jobs.functions.inspect_archive",
     "restore": "jobs.functions.restore_store",
+    "copy": "jobs.functions.copy_archive",
 }
 RUN_KINDS = tuple(JOB_FUNCTIONS)
 # Backups and restores take the store's operation lock; exports take their own (one at a time);
-# inspections run alongside anything.
+# inspections and off-site copies (they read a finished archive) run alongside anything.
 LOCKING_KINDS = frozenset({"backup", "restore"})
 LOCKS = {"backup": "operation", "restore": "operation", "export": "export"}
 
@@ -103,7 +104,8 @@ def get_queue(app):
 
 
 def job_timeout(app, kind):
-    key = {"export": "JOB_TIMEOUT_EXPORT", "backup": "JOB_TIMEOUT_BACKUP"}.get(kind, "JOB_TIMEOUT_RESTORE")
+    key = {"export": "JOB_TIMEOUT_EXPORT", "backup": "JOB_TIMEOUT_BACKUP", "copy": "JOB_TIMEOUT_BACKUP"}.get(
+        kind, "JOB_TIMEOUT_RESTORE")
     return app.config[key]
 
 

@@ -7,7 +7,7 @@ from redis.exceptions import RedisError
 from rq import get_current_job
 
 from app.extensions import db
-from app.operations import Caller, archives, incoming, runs
+from app.operations import Caller, archives, incoming, offsite, runs
 from app.operations.notify import notify_run
 from app.operations.procedures import run_backup, run_export, run_inspect, run_restore
 from app.snapshot import SnapshotError
@@ -56,6 +56,10 @@ def restore_store(run_id):
     return _execute(run_id, "restore", _restore)
 
 
+def copy_archive(run_id):
+    return _execute(run_id, "copy", _copy)
+
+
 def _execute(run_id, kind, work):
     app = worker_app()
     job = get_current_job()
@@ -80,14 +84,16 @@ def _discard_result_of_ended_run(run, kind, archive_name):
     truth, so an archive it made is removed rather than listed as a normal backup."""
     if kind in ("export", "backup") and archive_name:
         try:
-            archives.archive_path(archive_name).unlink()
+            archives.delete(archive_name)
         except (SnapshotError, FileNotFoundError):
             pass
     log.warning("Run %s ended as %s before its worker finished; its result was discarded", run.id, run.state)
 
 
-def _archive_result(path):
-    return {"archive": path.name, "size": path.stat().st_size}, path.name
+def _archive_result(kept):
+    """A new archive's name and size (a local file, or an object in the bucket)."""
+    size = kept.stat().st_size if archives.kept_locally() else kept.size
+    return {"archive": kept.name, "size": size}, kept.name
 
 
 def _export(run, caller, progress):
@@ -99,21 +105,40 @@ def _backup(run, caller, progress):
 
 
 def _inspect(run, caller, progress):
-    source = incoming.source_path(run.options)
+    source = incoming.source_path(run.options, progress)
     try:
         result = run_inspect(source, caller, holder=run.id, progress=progress)
     except SnapshotError:
         incoming.discard(run.options)  # a refused upload is of no further use; keep nothing of it
         raise
+    finally:
+        incoming.release(source)  # a copy fetched from the bucket: the restore fetches its own
     return result, run.options.get("name")
 
 
 def _restore(run, caller, progress):
     options = run.options
+    source = None
     try:
-        result = run_restore(incoming.source_path(options), run.parts, caller, holder=run.id,
+        source = incoming.source_path(options, progress)
+        result = run_restore(source, run.parts, caller, holder=run.id,
                              safety=bool(options.get("safety")), accept_other_store=bool(options.get("other_store")),
                              keep_accounts=bool(options.get("keep_accounts")), progress=progress)
     finally:
+        incoming.release(source)
         incoming.discard(options)
     return result, options.get("name")
+
+
+def _copy(run, caller, progress):
+    """Copy one archive to every enabled destination (or the one the run names); the run fails, saying
+    which, when a copy failed (each copy's row says why and when it is tried again)."""
+    name, destination = run.options.get("name", ""), run.options.get("destination")
+    if destination:
+        copies = [offsite.copy_archive(name, destination, progress=progress, caller=caller)]
+    else:
+        copies = offsite.copy_to_all(name, progress=progress, caller=caller)
+    failed = [c for c in copies if c.state == "failed"]  # "copying": another process has it in hand
+    if failed:
+        raise offsite.OffsiteError("; ".join(f"the copy of {name} failed: {c.error}" for c in failed))
+    return {"archive": name, "copies": len(copies)}, name

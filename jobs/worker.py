@@ -19,6 +19,7 @@ REGISTRY = {
     JOB_FUNCTIONS["backup"]: functions.backup_store,
     JOB_FUNCTIONS["inspect"]: functions.inspect_archive,
     JOB_FUNCTIONS["restore"]: functions.restore_store,
+    JOB_FUNCTIONS["copy"]: functions.copy_archive,
 }
 
 

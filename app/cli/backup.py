@@ -12,7 +12,7 @@ from flask.cli import AppGroup
 
 from app import audit
 from app.operations import COMMAND_LINE, RunRefused, archives, run_backup, run_export, run_restore
-from app.operations import schedules
+from app.operations import offsite, schedules
 from app.operations.procedures import run_retention
 from app.queue import redis_for_command
 from app.snapshot import SnapshotError
@@ -59,8 +59,12 @@ def export_command():
 @backup_cli.command("create")
 @click.option("--parts", type=click.Choice(PARTS), default="both", show_default=True)
 def create_command(parts):
-    """Back up the database, the uploaded files, or both."""
-    click.echo(_operation(run_backup, parts))
+    """Back up the database, the uploaded files, or both (then copy it off-site)."""
+    # Without the workers' Redis no copy run would ever be taken up: copy here instead.
+    path = _operation(run_backup, parts, copy_inline=not current_app.config.get("REDIS_URL"))
+    for copy in offsite.copies_of([path.name])[path.name]:
+        click.echo(f"Off-site copy to {copy['destination']}: {_copy_state(copy)}", err=True)
+    click.echo(path)
 
 
 @backup_cli.command("inspect")
@@ -255,3 +259,163 @@ def _need_workers_redis(instead):
     """Queued runs need the workers' Redis; an embedded one started for a command would vanish with it."""
     if not current_app.config.get("REDIS_URL"):
         _fail(f"this queues backups for the workers, so it needs their Redis: set REDIS_URL (or use {instead}).")
+
+
+def _copy_state(copy):
+    if copy["state"] == "verified":
+        return f"verified at {copy['verified_at']:%Y-%m-%d %H:%M:%S} UTC"
+    if copy["state"] == "failed":
+        retry = copy["next_attempt_at"] and f"; tried again after {copy['next_attempt_at']:%Y-%m-%d %H:%M:%S} UTC"
+        return f"failed: {copy['error']}{retry or ''}"
+    return "queued for the workers" if copy["state"] == "pending" else "being copied by another process"
+
+
+@backup_cli.group("destinations")
+def destinations_cli():
+    """Off-site copies: the S3-compatible buckets every backup is copied to (the platform team's)."""
+
+
+@destinations_cli.command("list")
+def destinations_list_command():
+    """List the destinations (never their secret keys)."""
+    for d in offsite.list_destinations():
+        where = f"s3://{d['bucket']}/{d['prefix']}" + (f" at {d['endpoint_url']}")
+        encryption = f"encrypted to {d['age_recipient']}" if d["encrypted"] else "not encrypted"
+        lock = f"object lock {d['object_lock_days']} days" if d["object_lock_days"] else "no object lock"
+        click.echo("\t".join([d["name"], "on" if d["enabled"] else "off", where, f"credentials {d['credentials']}",
+                              encryption, lock, "checksums on" if d["checksums"] else "checksums off"]))
+
+
+@destinations_cli.command("add")
+@click.argument("name")
+@click.option("--endpoint", required=True, metavar="URL", help="The S3 endpoint, e.g. https://s3.example.com.")
+@click.option("--bucket", required=True)
+@click.option("--prefix", default="", help="A folder in the bucket for this store's copies.")
+@click.option("--region", default="us-east-1", show_default=True)
+@click.option("--credentials-env", metavar="PREFIX", help="Read PREFIX_ACCESS_KEY_ID and PREFIX_SECRET_ACCESS_KEY "
+                                                           "from the environment (nothing secret is stored).")
+@click.option("--access-key-id", metavar="KEY", help="Store the keys in the platform database instead.")
+@click.option("--secret-access-key", metavar="SECRET", help="Asked for (hidden) when left out.")
+@click.option("--no-checksums", is_flag=True, help="For providers that reject boto3's default S3 checksums.")
+@click.option("--age-recipient", metavar="age1...", help="Encrypt copies to this age public key.")
+@click.option("--object-lock-days", type=click.IntRange(0), default=0, show_default=True,
+              help="Lock each copy (COMPLIANCE) this many days; the bucket needs object lock.")
+@click.option("--disabled", is_flag=True, help="Save it turned off.")
+def destinations_add_command(name, endpoint, bucket, prefix, region, credentials_env, access_key_id,
+                             secret_access_key, no_checksums, age_recipient, object_lock_days, disabled):
+    """Add a destination every backup is copied to."""
+    if access_key_id and not secret_access_key and not credentials_env:
+        secret_access_key = click.prompt("Secret access key", hide_input=True)
+    try:
+        destination = offsite.add_destination(
+            name, endpoint_url=endpoint, bucket=bucket, prefix=prefix, region=region, credentials_env=credentials_env,
+            access_key_id=access_key_id, secret_access_key=secret_access_key, checksums=not no_checksums,
+            age_recipient=age_recipient, object_lock_days=object_lock_days, enabled=not disabled, caller=COMMAND_LINE)
+    except offsite.OffsiteError as error:
+        _fail(error)
+    click.echo(f"Added destination {destination.name}.")
+    problem = offsite.check_destination(destination)
+    if problem:
+        click.echo(f"Warning: {problem}. Copies to it will fail until that is fixed.", err=True)
+
+
+@destinations_cli.command("remove")
+@click.argument("name")
+def destinations_remove_command(name):
+    """Remove a destination (the copies already in its bucket stay there)."""
+    try:
+        offsite.remove_destination(name, COMMAND_LINE)
+    except offsite.OffsiteError as error:
+        _fail(error)
+    click.echo(f"Removed destination {name}; its copies stay in the bucket.")
+
+
+@destinations_cli.command("enable")
+@click.argument("name")
+def destinations_enable_command(name):
+    """Turn a destination on: new backups are copied to it."""
+    _set_destination(name, True)
+
+
+@destinations_cli.command("disable")
+@click.argument("name")
+def destinations_disable_command(name):
+    """Turn a destination off: no copies, and its unverified copies no longer hold back retention."""
+    _set_destination(name, False)
+
+
+def _set_destination(name, enabled):
+    try:
+        offsite.set_enabled(name, enabled, COMMAND_LINE)
+    except offsite.OffsiteError as error:
+        _fail(error)
+    click.echo(f"Destination {name} is {'on' if enabled else 'off'}.")
+
+
+@backup_cli.command("copy")
+@click.argument("name")
+@click.option("--to", "destination", metavar="DEST", help="One destination (default: every enabled one without a "
+                                                           "verified copy).")
+def copy_command(name, destination):
+    """Copy a kept archive off-site now, and verify the copy by reading it back."""
+    try:
+        if destination:
+            copies = [offsite.copy_archive(name, destination, progress=_progress(), caller=COMMAND_LINE)]
+        else:
+            copies = offsite.copy_to_all(name, progress=_progress(), caller=COMMAND_LINE)
+    except SnapshotError as error:
+        _fail(error)
+    if not copies:
+        _fail("there is no enabled off-site destination; add one with `flask backup destinations add`.")
+    _report_copies(copies)
+
+
+@backup_cli.command("retry-copies")
+def retry_copies_command():
+    """Try again the off-site copies that are due (failed ones after their wait, stalled ones)."""
+    copies = offsite.retry_due(caller=COMMAND_LINE)
+    if not copies:
+        click.echo("No copies are due.")
+    _report_copies(copies)
+
+
+def _report_copies(copies):
+    described = [offsite.describe_copy(copy) for copy in copies]
+    for copy in described:
+        click.echo(f"{copy['archive']} -> {copy['destination']}: {_copy_state(copy)}")
+    failed = [copy for copy in described if copy["state"] == "failed"]
+    if failed:
+        _fail(f"{len(failed)} cop{'ies' if len(failed) != 1 else 'y'} failed; the local archive is kept.")
+
+
+@backup_cli.command("verify")
+@click.argument("name", required=False)
+def verify_command(name):
+    """Read verified off-site copies back (of one archive, or all) and compare them with what was sent."""
+    results = offsite.verify(name, caller=COMMAND_LINE)
+    if not results:
+        click.echo("No verified off-site copies to check.")
+    for result in results:
+        click.echo(f"{result['archive']} -> {result['destination']}: {result['message']}")
+    bad = [r for r in results if r["state"] != "verified"]
+    if bad:
+        _fail(f"{len(bad)} cop{'ies' if len(bad) != 1 else 'y'} could not be verified.")
+
+
+@backup_cli.command("fetch")
+@click.argument("destination")
+@click.argument("name")
+@click.option("--identity-file", type=click.File("r"), help="The age identity (secret key) of an encrypted copy; "
+                                                             "'-' reads it from standard input.")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
+              help="The folder to put the archive in.")
+def fetch_command(destination, name, identity_file, output):
+    """Fetch an archive's copy back from a destination (checked, decrypted); prints its path, ready for
+    `flask backup restore PATH`."""
+    identity = identity_file.read() if identity_file is not None else None
+    try:
+        result = offsite.fetch(destination, name, output / name, identity=identity, progress=_progress(),
+                               caller=COMMAND_LINE)
+    except SnapshotError as error:
+        _fail(error)
+    click.echo(result["path"])

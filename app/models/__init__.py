@@ -1,9 +1,11 @@
 """Models: the store's (backed up and restored) and the platform's (never restored)."""
 from app.extensions import db
 from app.models.platform import (
+    ArchiveCopy,
     ArchivePin,
     AuditEvent,
     BackupSchedule,
+    Destination,
     JobRun,
     MaintainerNetwork,
     PlatformOperator,
@@ -31,5 +33,5 @@ def store_metadata():
 __all__ = [
     "ROLES", "User", "Product", "ProductImage", "Order", "OrderLine", "Cart", "CartLine", "Setting",
     "MaintainerNetwork", "PlatformOperator", "AuditEvent", "JobRun", "StoreStatus", "BackupSchedule",
-    "RetentionSetting", "ArchivePin", "store_metadata",
+    "RetentionSetting", "ArchivePin", "Destination", "ArchiveCopy", "store_metadata",
 ]

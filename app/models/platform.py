@@ -2,7 +2,7 @@
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -165,3 +165,60 @@ class ArchivePin(PlatformModel):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     pinned_by: Mapped[str] = mapped_column(String(255))
     pinned_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Destination(PlatformModel):
+    """An off-site copy target the platform team configured: an S3-compatible bucket. Its secret is
+    here only when it is not read from the environment (``credentials_env``); nothing shows it back."""
+
+    __tablename__ = "offsite_destinations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    endpoint_url: Mapped[str] = mapped_column(String(500))
+    bucket: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str] = mapped_column(String(500), default="")
+    region: Mapped[str] = mapped_column(String(64), default="us-east-1")
+    # "OFFSITE_MAIN": the keys are OFFSITE_MAIN_ACCESS_KEY_ID / OFFSITE_MAIN_SECRET_ACCESS_KEY in the environment.
+    credentials_env: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    access_key_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    secret_access_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Send S3 checksums (boto3's default); some S3-compatible providers reject them.
+    checksums: Mapped[bool] = mapped_column(Boolean, default=True)
+    # An age public key ("age1..."): copies are encrypted to it, and only its identity can read them.
+    age_recipient: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # Days a copy is locked (S3 object lock, COMPLIANCE mode) against deletion; 0: no lock.
+    object_lock_days: Mapped[int] = mapped_column(Integer, default=0)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def __repr__(self):
+        return f"<Destination {self.name}>"
+
+
+class ArchiveCopy(PlatformModel):
+    """One archive's copy in one destination: pending, copying, verified (read back and compared with
+    our SHA-256) or failed (with the reason, and when it is tried again)."""
+
+    __tablename__ = "archive_copies"
+    __table_args__ = (UniqueConstraint("archive_name", "destination_id", name="uq_archive_copies_archive_destination"),)
+
+    STATES = ("pending", "copying", "verified", "failed")
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    archive_name: Mapped[str] = mapped_column(String(255), index=True)
+    destination_id: Mapped[int] = mapped_column(ForeignKey("offsite_destinations.id"), index=True)
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    object_name: Mapped[str | None] = mapped_column(String(512), nullable=True)  # in the bucket, under its prefix
+    encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # bytes sent (the encrypted size if so)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # of the bytes sent
+    archive_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # of the archive itself
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -29,7 +29,7 @@ PAGE = "/admin/tools/backup"
 ACTOR = "notify"
 # The end states worth a message, per kind ("finished" only with NOTIFY_ON_SUCCESS).
 PROBLEMS = {"backup": ("failed", "lost", "skipped"), "restore": ("failed", "lost", "skipped"),
-            "export": ("failed", "lost")}
+            "export": ("failed", "lost"), "copy": ("failed", "lost")}
 SUCCESS_KINDS = ("backup", "restore")
 PART_WORDS = {"database": "the database", "files": "the uploaded files",
               "both": "the database and the uploaded files"}
@@ -73,7 +73,7 @@ def _claim(run):
 
 def title(run):
     """'Scheduled backup failed', 'Restore did not finish', 'Export failed' ..."""
-    what = run.kind.capitalize()
+    what = "Off-site copy" if run.kind == "copy" else run.kind.capitalize()
     if run.schedule_id is not None:
         what = f"Scheduled {run.kind}"
     return f"{what} {STATE_WORDS.get(run.state, run.state)}"
@@ -96,6 +96,10 @@ def _advice(run):
                  "Check the storefront and the backup page to be sure.")
     elif run.kind == "export":
         retry, first = "flask backup export", "Your store was not changed."
+    elif run.kind == "copy":
+        retry = f"flask backup copy {(run.options or {}).get('name', 'ARCHIVE')}"
+        first = ("The backup itself is kept on the server, and retention keeps it until a copy is verified; "
+                 "the copy is tried again automatically.")
     else:
         retry = f"flask backup create --parts {run.parts or 'both'}"
         first = ("Your store was not changed, but this backup does not exist: until one succeeds, "
@@ -116,8 +120,11 @@ def body(run):
     store = current_app.config["STORE_NAME"]
     parts = PART_WORDS.get(run.parts, run.parts or "the store")
     scheduled = "scheduled " if run.schedule_id is not None else ""
-    lines = [f"The {scheduled}{run.kind} of {parts} of {store} {STATE_WORDS.get(run.state, run.state)}.", "",
-             f"When: {_when(run.ended_at or utcnow())}"]
+    if run.kind == "copy":
+        first = f"The off-site copy of {(run.options or {}).get('name', 'a backup')} of {store} {STATE_WORDS.get(run.state, run.state)}."
+    else:
+        first = f"The {scheduled}{run.kind} of {parts} of {store} {STATE_WORDS.get(run.state, run.state)}."
+    lines = [first, "", f"When: {_when(run.ended_at or utcnow())}"]
     if run.slot is not None:
         lines.append(f"Planned for: {_when(run.slot)}")
     lines.append(f"Run: {run.id}")

@@ -14,8 +14,8 @@ from flask import current_app
 from app import audit
 from app.filters import filesize
 from app.maintenance import maintenance_during
-from app.operations import archives, incoming, retention, review
-from app.operations.runs import RunRefused, failure_message, holding, new_holder, recent_runs
+from app.operations import archives, incoming, offsite, retention, review
+from app.operations.runs import RunRefused, failure_message, holding, new_holder, recent_runs, start_run
 from app.snapshot import IncompatibleArchive, ProgressEvent, SnapshotError
 from app.snapshot.container import PARTS
 
@@ -90,8 +90,9 @@ def check_export_quota():
                          f"({quota / 1e6:.0f} MB); nothing was started. Delete old exports and try again.")
 
 
-def run_backup(parts, caller, *, holder=None, label=None, progress=None):
-    """Back up the chosen parts; returns the archive's path."""
+def run_backup(parts, caller, *, holder=None, label=None, progress=None, copy_inline=False):
+    """Back up the chosen parts; returns the archive's path. Off-site copies follow: queued as a copy
+    run, or (``copy_inline``: a command with no workers) made here, after the store's lock is released."""
     if parts not in PARTS:
         raise RunRefused(f"Choose what to back up: one of {', '.join(PARTS)}.")
     with _audited("backup.finish", caller, target=parts) as outcome:
@@ -99,9 +100,34 @@ def run_backup(parts, caller, *, holder=None, label=None, progress=None):
             archives.recover()
             make_room_for_backup(parts, caller)
             path = archives.backup(parts, created_by=caller.name, progress=progress, label=label)
+            _plan_copies(path.name)
             _keep_generations(caller)
         outcome.target = path.name
+    if copy_inline:
+        offsite.copy_to_all(path.name, progress=progress, caller=caller)
+    else:
+        _queue_copies(path.name, caller)
     return path
+
+
+def _plan_copies(name):
+    """Pending copies to every enabled destination, before retention runs: an archive whose copy is not
+    verified is never deleted. Failing to record them does not fail the backup (copy_to_all makes them)."""
+    try:
+        offsite.plan_copies(name)
+    except Exception:
+        current_app.logger.exception("Could not record the off-site copies of %s", name)
+
+
+def _queue_copies(name, caller):
+    """A copy run for the workers (no lock: it reads a finished archive). Without a queue the copies stay
+    pending, and offsite.retry_due takes them up later."""
+    if not offsite.has_unfinished(name):
+        return
+    try:
+        start_run("copy", caller, options={"name": name})
+    except RunRefused:
+        current_app.logger.warning("Could not queue the off-site copies of %s; they stay pending", name)
 
 
 def estimated_backup_size(parts):

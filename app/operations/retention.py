@@ -3,7 +3,8 @@
 The policy keeps every backup for KEEP_ALL days, then the newest of each day, ISO week, month and year
 for the periods after that (the shape of spatie/laravel-backup's default strategy), then deletes the
 oldest until the total is under the size cap. It never deletes: the newest backup, a backup younger
-than a day, the safety backup of the last restore (for a week), or a backup pinned "Keep forever".
+than a day, the safety backup of the last restore (for a week), a backup pinned "Keep forever", or one
+whose off-site copy to an enabled destination is not verified yet.
 Exports have their own, shorter rule (expire_exports). ``plan`` is a pure function; ``apply_retention``
 deletes and audits. The policy is the one saved from the page (platform database), else the config's.
 """
@@ -16,7 +17,7 @@ from app import audit
 from app.extensions import db
 from app.models import ArchivePin, RetentionSetting
 from app.models.store import utcnow
-from app.operations import archives
+from app.operations import archives, offsite
 from app.snapshot.container import NAME_PATTERN
 
 NEVER_YOUNGER_THAN = timedelta(days=1)
@@ -168,6 +169,7 @@ def store_plan(now=None, policy=None):
     generations = [Generation(a.name, made_at(a.name), a.size) for a in kept]
     protected = {name: "kept forever" for name in pins()}
     protected.update(_last_safety_backup(kept, now))
+    protected.update(offsite.unverified())
     return plan(generations, now, policy or current_policy(), protected)
 
 

@@ -24,7 +24,7 @@ from app import audit
 from app.extensions import db
 from app.models import BackupSchedule, JobRun
 from app.models.store import utcnow
-from app.operations import runs
+from app.operations import offsite, runs
 from app.operations.notify import notify_run
 from app.operations.procedures import Caller
 from app.snapshot.container import PARTS
@@ -356,7 +356,20 @@ def tick(now=None):
                              .order_by(JobRun.created_at)).all()
     for run in due:
         _try_lock(run, now, report)
+    _retry_copies(now, report)
     return report
+
+
+def _retry_copies(now, report):
+    """Off-site copies whose retry time came (or whose copy run was lost) get a copy run for the workers,
+    one per archive, unless one is already queued or running for it: the tick itself never copies."""
+    busy = {(run.options or {}).get("name") for run in db.session.scalars(
+        db.select(JobRun).where(JobRun.kind == "copy", JobRun.state.in_(runs.ACTIVE_STATES)))}
+    for name in sorted({name for name, _ in offsite.due_copies(now)} - busy):
+        try:
+            report.started.append(runs.start_run("copy", SCHEDULER, options={"name": name}).id)
+        except runs.RunRefused as refusal:
+            report.failed.append(f"copy of {name}: {refusal}")
 
 
 def _start_slot(schedule_id, parts, slot, now, report):

@@ -9,9 +9,9 @@ from aiosmtpd.controller import Controller
 from redis import Redis
 
 from app.extensions import db
-from app.models import AuditEvent, BackupSchedule, JobRun
-from app.operations import archives, runs, schedules
-from app.operations.procedures import Caller
+from app.models import ArchiveCopy, AuditEvent, BackupSchedule, JobRun
+from app.operations import archives, offsite, runs, schedules
+from app.operations.procedures import COMMAND_LINE, Caller
 from app.operations.schedules import ScheduleError, interval_of, latest_slot, next_slot
 from app.queue import get_queue
 from tests.helpers import SUPER_ADMIN, free_port
@@ -437,3 +437,24 @@ def test_scheduler_commands_need_the_workers_redis(app, runner):
     app.config["REDIS_URL"] = None
     refused = runner.invoke(args=["backup", "scheduler", "--once"])
     assert refused.exit_code == 1 and "needs their Redis: set REDIS_URL" in refused.output
+
+
+def test_the_tick_queues_a_copy_run_for_each_archive_whose_copy_is_due(app, runner, s3_server, run_worker):
+    """A failed off-site copy whose retry time came gets one copy run (for the workers), not two."""
+    with app.app_context():
+        offsite.add_destination("away", endpoint_url=s3_server.endpoint, bucket="no-such-bucket-here",
+                                access_key_id=s3_server.access_key, secret_access_key=s3_server.secret_key,
+                                caller=COMMAND_LINE)
+    made = runner.invoke(args=["backup", "create", "--parts", "database"])  # queues a copy run
+    assert made.exit_code == 0, made.output
+    run_worker()  # the copy fails: there is no such bucket
+    with app.app_context():
+        row = db.session.scalars(db.select(ArchiveCopy)).one()
+        assert row.state == "failed" and row.next_attempt_at is not None
+        later = row.next_attempt_at.replace(tzinfo=timezone.utc) + timedelta(seconds=1)
+        first = schedules.tick(later)
+        second = schedules.tick(later)
+        copies = db.session.scalars(db.select(JobRun).where(JobRun.kind == "copy", JobRun.started_by == "scheduler")).all()
+        assert len(copies) == 1 and copies[0].id in first.started and copies[0].options["name"] == row.archive_name
+        assert copies[0].id not in second.started
+        assert schedules.tick(datetime.now(timezone.utc)).started == []  # not due yet: nothing
