@@ -4,9 +4,9 @@ from flask import redirect, render_template, request, url_for
 
 from app.backup.forms import RetentionForm, ScheduleForm
 from app.backup.routes import _refusal, _status_response, bp, caller, get_archive
-from app.backup.views import automation_context
+from app.backup.views import archives_view, automation_context
 from app.extensions import htmx
-from app.operations import RunRefused, archives, health, retention, schedules
+from app.operations import RunRefused, health, retention, schedules
 
 
 def _automation(status=200, **context):
@@ -83,5 +83,4 @@ def pin_archive(name, on):
     retention.set_pinned(info.name, bool(on), caller())
     if not htmx:
         return redirect(url_for("backup.index"))
-    return render_template("backup/_archives.html", archives=archives.list_archives(), maintainer=True,
-                           pins=retention.pins())
+    return render_template("backup/_archives.html", **archives_view(True))

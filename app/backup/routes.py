@@ -2,21 +2,23 @@
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, send_file, url_for
+from flask import (
+    Blueprint, Response, abort, current_app, jsonify, redirect, render_template, request, send_file, url_for,
+)
 
 from app import audit
 from app.audit import actor_name
 from app.backup.forms import BackupForm, RestoreForm
-from app.backup.views import automation_context, progress_of
+from app.backup.views import archives_view, automation_context, progress_of
 from app.extensions import db, htmx
 from app.models import JobRun
 from app.models.store import utcnow
-from app.operations import Caller, RunRefused, archives, health, incoming, retention
+from app.operations import Caller, RunRefused, archives, health, incoming, offsite, retention
 from app.operations.procedures import check_export_allowed
 from app.operations.runs import FINAL_STATES, reconcile, start_run
 from app.security.access import deny_outside_network, is_maintainer_ip, outside_network_reason
 from app.security.client import client_ip_text
-from app.snapshot import SnapshotError
+from app.snapshot import ArchiveNotFound, SnapshotError
 
 bp = Blueprint("backup", __name__, url_prefix="/admin/tools/backup")
 
@@ -45,7 +47,10 @@ def get_run(run_id):
 
 def get_archive(name):
     """A kept archive, if the caller may touch it: exports anywhere, backups from a maintainer network."""
-    info = next((a for a in archives.list_archives() if a.name == name), None)
+    try:
+        info = next((a for a in archives.list_archives() if a.name == name), None)
+    except SnapshotError as error:  # the archive store (a bucket) cannot be read: say why
+        abort(503, description=str(error))
     if info is None:
         abort(404, description="No such archive in the backups folder.")
     if info.kind != "export" and not is_maintainer_ip():
@@ -58,15 +63,14 @@ def index():
     maintainer = is_maintainer_ip()
     return render_template(
         "backup/index.html",
-        maintainer=maintainer,
         client_ip=client_ip_text(),
         outside_reason=None if maintainer else outside_network_reason(),
         cards={kind: _card_run(kind) for kind in ("export", "backup", "restore")},
-        archives=archives.list_archives(),
         backup_form=BackupForm(formdata=None),
-        pins=retention.pins(),
+        destinations=[d for d in offsite.list_destinations() if d["enabled"]] if maintainer else [],
         usage=archives.folder_usage(),
         health=health.store_health(),
+        **archives_view(maintainer),
         **(automation_context() if maintainer else {}),
     )
 
@@ -150,9 +154,11 @@ def upload_restore():
 def restore_kept():
     name = request.form.get("name", "")
     try:
-        archives.archive_path(name)
-    except SnapshotError as error:
+        archives.check_kept(name)
+    except ArchiveNotFound as error:
         return _refusal(str(error), 404)
+    except SnapshotError as error:  # the archive store (a bucket) cannot be read
+        return _refusal(str(error), 503)
     return _start("inspect", options={"source": "kept", "name": name, "original_name": name})
 
 
@@ -227,8 +233,19 @@ def _status_response(run, form=None, form_error=None, status=None):
 @bp.get("/archives/<name>")
 def download_archive(name):
     info = get_archive(name)
+    path = archives.local_path(info.name)
+    if path is None:  # kept in a bucket: streamed through the app, after the gate, never a link to it
+        try:
+            chunks = archives.download_chunks(info.name)
+        except SnapshotError as error:
+            audit.record("archive.download", target=info.name, outcome="failure", detail=str(error))
+            return _refusal(str(error), 404 if isinstance(error, ArchiveNotFound) else 503)
+        audit.record("archive.download", target=info.name)
+        return Response(chunks, mimetype="application/zip", direct_passthrough=True, headers={
+            "Content-Disposition": f"attachment; filename={info.name}", "Content-Length": str(info.size),
+            "Cache-Control": "no-cache"})
     audit.record("archive.download", target=info.name)
-    return send_file(archives.archive_path(info.name), as_attachment=True, download_name=info.name,
+    return send_file(path, as_attachment=True, download_name=info.name,
                      mimetype="application/zip", max_age=0, conditional=False, etag=False)
 
 
@@ -238,8 +255,7 @@ def delete_archive(name):
     archives.delete(info.name)
     audit.record("archive.delete", target=info.name)
     if htmx:
-        return render_template("backup/_archives.html", archives=archives.list_archives(),
-                               maintainer=is_maintainer_ip(), pins=retention.pins())
+        return render_template("backup/_archives.html", **archives_view(is_maintainer_ip()))
     return redirect(url_for("backup.index"))
 
 

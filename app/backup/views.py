@@ -7,7 +7,7 @@ from app.backup.forms import RetentionForm, ScheduleForm
 from app.extensions import db
 from app.models import JobRun
 from app.models.store import utcnow
-from app.operations import retention, schedules
+from app.operations import archives, offsite, retention, schedules
 from app.operations.runs import FINAL_STATES, fetch_job
 
 
@@ -67,3 +67,10 @@ def automation_context(schedule_form=None, retention_form=None, preview=None, me
             "retention_enabled": current_app.config["RETENTION_ENABLED"], "retention_plan": retention.store_plan(),
             "retention_preview": preview, "automation_message": message,
             "store_timezone": current_app.config["STORE_TIMEZONE"]}
+
+
+def archives_view(maintainer):
+    """What the kept-archives table needs: the archives, the pinned ones, and each one's off-site copies."""
+    kept = archives.list_archives()
+    return {"archives": kept, "maintainer": maintainer, "pins": retention.pins(),
+            "copies": offsite.copies_of([a.name for a in kept])}

@@ -1,10 +1,11 @@
-"""Platform pages: operator login and the maintainer network list."""
+"""Platform pages: operator login, the maintainer network list and the off-site destinations."""
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from app.extensions import db
-from app.forms import ConfirmForm, LoginForm, MaintainerNetworkForm
-from app.models import MaintainerNetwork, PlatformOperator
+from app.forms import ConfirmForm, DestinationForm, LoginForm, MaintainerNetworkForm
+from app.models import Destination, MaintainerNetwork, PlatformOperator
+from app.operations import Caller, offsite
 from app.operations.maintainers import (
     MaintainerListError, NeedsWideConfirmation, add_network, list_networks, remove_network,
 )
@@ -106,3 +107,60 @@ def _render_list(form, status=200, lockout_id=None, wide_network=None):
 @bp.get("/audit")
 def audit_log():
     return render_template("platform/audit.html", events=audit.recent_events())
+
+
+# Off-site destinations: where the store's backups are copied. Only the platform team may point them
+# somewhere (a stolen store password must not be able to send the backups to an attacker's bucket).
+
+def _operator():
+    return Caller(f"operator:{current_user.email}", client_ip_text())
+
+
+@bp.get("/destinations")
+def destinations():
+    return _render_destinations(DestinationForm(formdata=None))
+
+
+@bp.post("/destinations")
+def add_destination():
+    form = DestinationForm()
+    if not form.validate_on_submit():
+        return _render_destinations(form, status=400)
+    try:
+        offsite.add_destination(
+            form.name.data, endpoint_url=form.endpoint_url.data, bucket=form.bucket.data, prefix=form.prefix.data,
+            region=form.region.data, credentials_env=form.credentials_env.data or None,
+            access_key_id=form.access_key_id.data, secret_access_key=form.secret_access_key.data,
+            checksums=form.checksums.data, age_recipient=form.age_recipient.data,
+            object_lock_days=form.object_lock_days.data or 0, caller=_operator())
+    except offsite.DestinationError as error:
+        flash(str(error), "error")
+        return _render_destinations(form, status=400)
+    flash(f"Added the destination {form.name.data}. New backups are copied there; check that it answers below.",
+          "success")
+    return redirect(url_for("platform.destinations"))
+
+
+@bp.post("/destinations/<int:destination_id>/<any(check, enable, disable, remove):action>")
+def change_destination(destination_id, action):
+    if not ConfirmForm().validate_on_submit():
+        return _render_destinations(DestinationForm(formdata=None), status=400)
+    destination = db.get_or_404(Destination, destination_id)
+    name = destination.name
+    if action == "check":
+        problem = offsite.check_destination(destination)
+        flash(f"{name}: {problem}." if problem else f"{name} answers: its bucket is reachable with its credentials.",
+              "error" if problem else "success")
+    elif action == "remove":
+        offsite.remove_destination(destination, _operator())
+        flash(f"Removed {name}. The copies already in its bucket stay there.", "success")
+    else:
+        offsite.set_enabled(destination, action == "enable", _operator())
+        flash(f"{name} is {'on' if action == 'enable' else 'off: no new copies go there'}.", "success")
+    return redirect(url_for("platform.destinations"))
+
+
+def _render_destinations(form, status=200):
+    form.secret_access_key.data = None  # never sent back to the browser
+    return render_template("platform/destinations.html", form=form, confirm_form=ConfirmForm(formdata=None),
+                           destinations=offsite.list_destinations()), status

@@ -13,13 +13,13 @@ from tests.helpers import client_at, csrf_token_from, login
 ROOT_DIR = Path(__file__).resolve().parents[2]
 
 SAMPLE = {"run_id": "0" * 32, "name": "test-store-backup-both-20260101T000000000000Z-abcdef.zip", "network_id": "1",
-          "schedule_id": "1", "on": "1"}
+          "schedule_id": "1", "on": "1", "destination_id": "1", "action": "check"}
 
 
 def post_endpoints(app):
     for rule in app.url_map.iter_rules():
         if "POST" in rule.methods:
-            yield rule.endpoint, re.sub(r"<(?:\w+:)?(\w+)>", lambda m: SAMPLE[m.group(1)], rule.rule)
+            yield rule.endpoint, re.sub(r"<(?:[^:>]+:)?(\w+)>", lambda m: SAMPLE[m.group(1)], rule.rule)
 
 
 def signed_in_for(app, endpoint):

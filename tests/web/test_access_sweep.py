@@ -5,10 +5,12 @@ from app.backup import MAINTAINER_EXEMPT
 from app.platform import PUBLIC_ENDPOINTS
 from tests.helpers import OUTSIDE_IP, ROLES
 
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import AnyConverter, IntegerConverter
 
 
 def sample_value(converter):
+    if isinstance(converter, AnyConverter):
+        return sorted(converter.items)[0]
     return 1 if isinstance(converter, IntegerConverter) else "sample"
 
 
