@@ -14,6 +14,7 @@ from app.extensions import csrf, db, htmx, limiter, login_manager, migrate
 from app.models import PlatformOperator, StoreStatus, User
 from app.requests import UploadRequest
 from app.security import access
+from app.storage import StorageError
 from config import CONFIGS, ProductionConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,6 +146,14 @@ def _register_errors(app):
 
     for status in (400, 401, 403, 404, 405, 413, 500, 503):
         app.register_error_handler(status, lambda error, status=status: render_error(error, status))
+
+    @app.errorhandler(StorageError)
+    def archive_store_unavailable(error):
+        """The bucket holding the archives does not answer (wrong keys, missing bucket, server down): say so
+        on the page instead of a 500; nothing was changed by a request that could not read it."""
+        app.logger.warning("The archive store cannot be read: %s", error)
+        error.description = f"The archive store cannot be read right now: {error} Nothing was changed."
+        return render_error(error, 503)
 
     @app.errorhandler(CSRFError)
     def csrf_error(error):

@@ -200,3 +200,13 @@ def test_a_missing_bucket_fails_the_backup_in_one_line_and_leaves_nothing(app, r
     assert local_archives(tmp_path) == []
     listed = runner.invoke(args=["backup", "delete", "demo-store-backup-database-20260101T000000000000Z-abcdef.zip"])
     assert listed.exit_code == 1 and "does not exist" in listed.output
+
+
+def test_the_page_says_when_the_bucket_cannot_be_read(app, client, as_role, s3_server):
+    """Wrong keys for the archive store: the page answers 503 with the reason, not a 500."""
+    app.config.update(ARCHIVE_STORE_URL=f"s3://{s3_server.new_bucket()}/kept", S3_ENDPOINT_URL=s3_server.endpoint,
+                      S3_ACCESS_KEY_ID=s3_server.access_key, S3_SECRET_ACCESS_KEY="not-the-key")
+    as_role("super_admin")
+    page = client.get("/admin/tools/backup/")
+    assert page.status_code == 503 and b"The archive store cannot be read right now" in page.data
+    assert b"Traceback" not in page.data
