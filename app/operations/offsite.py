@@ -160,6 +160,18 @@ def _recipient(text):
         raise DestinationError(f"{text[:80]!r} is not an age public key (it starts with age1).") from None
 
 
+def move_endpoint(destination, endpoint_url, caller):
+    """Point a destination at another address of the same server (the demo's S3 server gets new ports
+    at each start); audited."""
+    destination = get_destination(destination)
+    if destination.endpoint_url != endpoint_url:
+        destination.endpoint_url = endpoint_url
+        db.session.commit()
+        audit.record("platform.destination.endpoint", target=destination.name, detail=endpoint_url,
+                     actor=caller.actor, client_ip=caller.client_ip)
+    return destination
+
+
 def remove_destination(destination, caller):
     """Forget a destination and its copy records (the copies already in its bucket stay there)."""
     destination = get_destination(destination)
