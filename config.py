@@ -102,6 +102,8 @@ class Config:
     NOTIFY_ON_SUCCESS = _env("NOTIFY_ON_SUCCESS", "0") in ("1", "true", "yes")
     NOTIFY_WEBHOOK_URL = _env("NOTIFY_WEBHOOK_URL")
     NOTIFY_WEBHOOK_SECRET = _env("NOTIFY_WEBHOOK_SECRET")
+    # A review (what a restore would change) older than this must be checked again before confirming.
+    REVIEW_MAX_AGE = _env_int("REVIEW_MAX_AGE", 30 * 60)
     # Uploaded archives nobody restored are removed after this many seconds.
     INCOMING_TTL = _env_int("INCOMING_TTL", 24 * 3600)
     # Maintainer networks wider than these prefixes need an explicit acknowledgement; /0 is refused.

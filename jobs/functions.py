@@ -123,7 +123,8 @@ def _restore(run, caller, progress):
         source = incoming.source_path(options, progress)
         result = run_restore(source, run.parts, caller, holder=run.id,
                              safety=bool(options.get("safety")), accept_other_store=bool(options.get("other_store")),
-                             keep_accounts=bool(options.get("keep_accounts")), progress=progress)
+                             keep_accounts=bool(options.get("keep_accounts")), progress=progress,
+                             expected_sha256=options.get("sha256"))
     finally:
         incoming.release(source)
         incoming.discard(options)

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from flask_wtf import FlaskForm
 from wtforms import (
-    BooleanField, DecimalField, IntegerField, RadioField, SelectChoice, SelectField, SelectMultipleField, StringField,
+    BooleanField, DecimalField, HiddenField, IntegerField, RadioField, SelectChoice, SelectField, SelectMultipleField, StringField,
     widgets,
 )
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
@@ -38,6 +38,8 @@ class RestoreForm(_GateCheckedForm):
         SelectChoice("keep", "Keep today's users and roles (restore everything else)"),
     ], validators=[Optional()])
     store_name = StringField("Store name", validators=[Length(max=200)])
+    # The reviewed archive's SHA-256: the restore refuses any other file.
+    archive_sha256 = HiddenField(validators=[Length(max=64)])
 
     def offer_parts(self, archive_parts):
         """Only the parts the archive holds: all three when it holds both, else just its one."""

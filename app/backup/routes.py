@@ -13,7 +13,7 @@ from app.backup.views import archives_view, automation_context, progress_of
 from app.extensions import db, htmx
 from app.models import JobRun
 from app.models.store import utcnow
-from app.operations import Caller, RunRefused, archives, health, incoming, offsite, retention
+from app.operations import Caller, RunRefused, archives, health, incoming, offsite, retention, review
 from app.operations.procedures import check_export_allowed
 from app.operations.runs import FINAL_STATES, reconcile, start_run
 from app.security.access import deny_outside_network, is_maintainer_ip, outside_network_reason
@@ -170,6 +170,9 @@ def confirm_restore(run_id):
     result = inspection.result or {}
     form = RestoreForm()
     form.offer_parts(result.get("summary", {}).get("parts"))
+    stale = _stale_review(inspection, form)
+    if stale:
+        return _refusal(stale, 409)
     problem = None
     if not form.validate():
         problem = next(iter(form.errors.values()))[0]
@@ -182,17 +185,50 @@ def confirm_restore(run_id):
     elif form.parts.data != "files" and access_would_return(result) and not form.accounts.data:
         problem = ("This restore would give access back to the accounts listed above. Choose whether to restore "
                    "the archive's users and roles or to keep today's. Nothing was changed.")
+    if problem is None:
+        problem = _changed_since_review(inspection)
     if problem:
         if htmx:  # keep the review and its form on screen, with the problem above the form
             return _status_response(inspection, form=form, form_error=problem, status=422)
         return _refusal(problem, 400)
-    options = dict(inspection.options, safety=form.safety.data, inspection=run_id,
+    options = dict(inspection.options, safety=form.safety.data, inspection=run_id, sha256=result.get("sha256"),
                    other_store=bool(result.get("other_store")),
                    keep_accounts=form.parts.data != "files" and form.accounts.data == "keep")
     # One confirmation per inspection: the restore's id is derived from it, so a second one is refused.
     if db.session.get(JobRun, restore_run_id(run_id)) is not None:
         return _refusal("This archive was already confirmed for a restore; check it again to restore it again.", 409)
     return _start("restore", parts=form.parts.data, options=options, run_id=restore_run_id(run_id))
+
+
+def _stale_review(inspection, form):
+    """Why this confirmation cannot stand for the archive on the page, or None: it was made for another
+    review, a newer archive was checked since, or the review is too old to trust."""
+    if (form.archive_sha256.data or "") != (inspection.result or {}).get("sha256"):
+        return ("This confirmation does not belong to the archive that was reviewed; nothing was changed. "
+                "Check the archive again and confirm its review.")
+    newer = db.session.scalar(db.select(JobRun.id).where(JobRun.kind == "inspect", JobRun.created_at > inspection.created_at)
+                              .limit(1))
+    if newer is not None:
+        return ("Another archive was checked after this review, so this review may not be the one on your "
+                "screen; nothing was changed. Confirm the newest review, or check this archive again.")
+    age = (utcnow() - (inspection.ended_at or inspection.created_at)).total_seconds()
+    if age > current_app.config["REVIEW_MAX_AGE"]:
+        return (f"This review is {int(age // 60)} minutes old; the store may have changed since. Nothing was "
+                "changed: check the archive again (Restore… or upload it) and confirm the new review.")
+    return None
+
+
+def _changed_since_review(inspection):
+    """What the restore would lose, computed again now: if it differs from the review, the review shows
+    the new figures and the user confirms again."""
+    result = dict(inspection.result or {})
+    now = review.compare_with_store(result.get("summary") or {})
+    if now.get("losses") == (result.get("current") or {}).get("losses"):
+        return None
+    inspection.result = {**result, "current": now}  # the review on screen shows today's figures
+    db.session.commit()
+    return ("The store changed since the review: what the restore would lose is shown again above. Nothing "
+            "was changed; read it and confirm again.")
 
 
 def access_would_return(inspection_result):

@@ -5,6 +5,7 @@ or an S3 bucket shared by several hosts). The engine always writes into BACKUPS_
 files; with a bucket, a new archive is uploaded and its local file removed, and a kept archive is
 fetched into a local file for the time it is read.
 """
+import hashlib
 import os
 import secrets
 import shutil
@@ -33,7 +34,7 @@ DOWNLOAD_CHUNK = 1024 * 1024
 __all__ = ["PARTS", "ACCOUNT_TABLES", "read_accounts", "SnapshotError", "export", "backup", "inspect", "restore", "manifest_of", "list_archives",
            "archive_path", "delete", "recover", "end_store_sessions", "exports", "export_bytes", "folder_usage",
            "free_space", "store", "kept_locally", "local_path", "check_kept", "archive_size", "archive_sha256",
-           "open_archive", "download_chunks", "incoming_folder", "fetch_copy", "release_copy", "fetched"]
+           "open_archive", "download_chunks", "incoming_folder", "fetch_copy", "release_copy", "fetched", "file_sha256"]
 
 
 def _config(key):
@@ -306,3 +307,9 @@ def exports():
 def export_bytes():
     """What kept exports take on disk, for the export quota."""
     return sum(info.size for info in exports())
+
+
+def file_sha256(path):
+    """The SHA-256 of a local archive file (the one reviewed must be the one restored)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -184,20 +184,26 @@ def run_inspect(source, caller, *, holder=None, progress=None):
             if summary.kind != "backup":
                 raise IncompatibleArchive(_export_refusal(summary.name))
             current = review.compare_with_store(summary)
+            digest = archives.file_sha256(source)
             privileges = None
             if summary.parts in ("database", "both"):
                 restorer = caller.name if caller.actor.startswith("user:") else None
                 privileges = review.privilege_changes(archives.read_accounts(source), restorer)
     other_store = summary.store if summary.store != current_app.config["STORE_NAME"] else None
     return {"summary": review.summary_dict(summary), "current": current, "other_store": other_store,
-            "privileges": privileges}
+            "privileges": privileges, "sha256": digest}
 
 
 def run_restore(source, parts, caller, *, holder=None, safety=True, accept_other_store=False, keep_accounts=False,
-                progress=None):
+                progress=None, expected_sha256=None):
     """Replace the chosen parts of the store with the archive's; all of it happens, or none of it.
-    With ``keep_accounts`` the accounts tables keep today's rows (users and roles stay as they are)."""
+    With ``keep_accounts`` the accounts tables keep today's rows (users and roles stay as they are).
+    ``expected_sha256``: the archive that was reviewed; any other file is refused before anything happens."""
     with _audited("restore.finish", caller, target=source.name, detail=parts) as outcome:
+        if expected_sha256 and archives.file_sha256(source) != expected_sha256:
+            raise IncompatibleArchive(
+                "The archive to restore is not the one that was reviewed (its SHA-256 differs); nothing was "
+                "changed. Check the archive again and confirm its review.")
         check_restorable(archives.manifest_of(source), parts, accept_other_store, source.name)
         with holding(holder or new_holder(), "restore", restore=True):
             archives.recover()

@@ -27,11 +27,14 @@ def current_counts():
 
 
 def compare_with_store(summary):
-    """Row counts now, and plain sentences about what the store has that the archive does not."""
+    """Row counts now, and plain sentences about what the store has that the archive does not. The summary
+    is the engine's, or the data a review stored (summary_dict), to compute it again at confirmation."""
     tables, file_count = current_counts()
     data = summary_dict(summary)
     losses = []
     created_at = getattr(summary, "created_at", None)
+    if isinstance(data.get("created_at"), str) and created_at is None:  # a stored review: the summary as data
+        created_at = datetime.strptime(data["created_at"], "%Y-%m-%d %H:%M:%S")
     if data.get("parts") in ("database", "both"):
         if isinstance(created_at, datetime):
             naive = created_at.replace(tzinfo=None)

@@ -206,24 +206,25 @@ def test_restore_flow_brings_the_store_back(app, admin, store, run_worker):
     review = admin.get(f"/admin/tools/backup/runs/{inspection.id}")
     assert b'data-review' in review.data and b"Type <code>demo-store</code>" in review.data
 
+    sha = latest_run(app, "inspect").result["sha256"]  # the row as the worker finished it
     wrong = post(admin, f"/admin/tools/backup/restore/{inspection.id}/confirm",
-                 {"parts": "both", "store_name": "not-the-store", "safety": "y"})
+                 {"parts": "both", "store_name": "not-the-store", "safety": "y", "archive_sha256": sha})
     # A typo keeps the review and its form on screen, with the problem above the form.
     assert wrong.status_code == 422 and latest_run(app, "restore") is None
     assert b"data-form-error" in wrong.data and b"Type the store&#39;s name, demo-store" in wrong.data
     assert b"data-review" in wrong.data and b'name="store_name"' in wrong.data
     # ... and keeps what the user chose: a reset to other parts or a re-ticked box could surprise them.
     narrower = post(admin, f"/admin/tools/backup/restore/{inspection.id}/confirm",
-                    {"parts": "database", "store_name": "typo"})
+                    {"parts": "database", "store_name": "typo", "archive_sha256": sha})
     assert narrower.status_code == 422
     assert is_checked(narrower.data, "parts", "database")
     assert not is_checked(narrower.data, "parts", "both")
     assert not is_checked(narrower.data, "safety", "y")
     no_js = admin.post(f"/admin/tools/backup/restore/{inspection.id}/confirm",
-                       data={"parts": "both", "store_name": "", "csrf_token": admin.csrf})
+                       data={"parts": "both", "store_name": "", "csrf_token": admin.csrf, "archive_sha256": sha})
     assert no_js.status_code == 400 and latest_run(app, "restore") is None
     response = post(admin, f"/admin/tools/backup/restore/{inspection.id}/confirm",
-                    {"parts": "both", "store_name": "demo-store", "safety": "y"})
+                    {"parts": "both", "store_name": "demo-store", "safety": "y", "archive_sha256": sha})
     assert response.status_code == 200
     restore = latest_run(app, "restore")
     with app.app_context():

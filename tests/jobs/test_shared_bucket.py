@@ -115,7 +115,8 @@ def test_what_one_worker_backs_up_the_web_serves_and_the_other_worker_restores(h
         inspection = wait_for(lambda: finished(web, latest(web, "inspect")), timeout=90)
         assert inspection.state == "finished", inspection.error
         response = client.post(f"/admin/tools/backup/restore/{inspection.id}/confirm", headers=HX, data={
-            "parts": "database", "store_name": "demo-store", "safety": "y", "csrf_token": token})
+            "parts": "database", "store_name": "demo-store", "safety": "y", "csrf_token": token,
+            "archive_sha256": inspection.result["sha256"]})
         assert response.status_code == 200, response.data
         restore = wait_for(lambda: finished(web, latest(web, "restore")), timeout=90)
         assert restore.state == "finished", restore.error

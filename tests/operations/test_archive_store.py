@@ -115,7 +115,8 @@ def test_restore_from_a_kept_archive_fetches_it_checks_it_and_restores(app, runn
         assert inspection.result["summary"]["name"] == name
     assert local_archives(tmp_path) == []  # the fetched copy is gone with its run
     response = client.post(f"/admin/tools/backup/restore/{inspection.id}/confirm", headers=hx, data={
-        "parts": "both", "store_name": "demo-store", "safety": "y", "csrf_token": token})
+        "parts": "both", "store_name": "demo-store", "safety": "y", "csrf_token": token,
+        "archive_sha256": inspection.result["sha256"]})
     assert response.status_code == 200, response.data
     run_worker()
     with app.app_context():

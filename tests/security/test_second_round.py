@@ -53,7 +53,7 @@ def test_another_stores_archive_needs_an_explicit_tick(app, admin, runner, run_w
     assert inspection.state == "finished" and inspection.result["other_store"] == "other-store"
     review = admin.get(f"{WIZARD}/runs/{inspection.id}", headers={"HX-Request": "true"})
     assert b"data-other-store" in review.data and b"other-store" in review.data
-    confirm = {"parts": "database", "store_name": "demo-store", "safety": "y"}
+    confirm = {"parts": "database", "store_name": "demo-store", "safety": "y", "archive_sha256": inspection.result["sha256"]}
     refused = post(admin, f"{WIZARD}/restore/{inspection.id}/confirm", confirm)
     assert refused.status_code == 422 and b"another store" in refused.data
     with app.app_context():
@@ -77,7 +77,7 @@ def test_one_confirmation_per_inspection(app, admin, as_role, runner, run_worker
     post(admin, f"{WIZARD}/restore/kept", {"name": name})
     run_worker()
     inspection = latest(app, "inspect")
-    confirm = {"parts": "database", "store_name": "demo-store"}
+    confirm = {"parts": "database", "store_name": "demo-store", "archive_sha256": inspection.result["sha256"]}
     assert post(admin, f"{WIZARD}/restore/{inspection.id}/confirm", confirm).status_code == 200
     run_worker()
     as_role("super_admin", admin)  # the restore ended every session
@@ -131,7 +131,7 @@ def test_uploads_are_removed_when_their_run_ends_and_on_a_timer(app, admin, runn
     incoming_dir = Path(app.config["BACKUPS_DIR"]) / incoming.INCOMING
     assert len(list(incoming_dir.glob("*.zip"))) == 1  # checked, waiting for the confirmation
     post(admin, f"{WIZARD}/restore/{latest(app, 'inspect').id}/confirm",
-         {"parts": "database", "store_name": "demo-store"})
+         {"parts": "database", "store_name": "demo-store", "archive_sha256": latest(app, "inspect").result["sha256"]})
     run_worker()
     assert latest(app, "restore").state == "finished"
     assert list(incoming_dir.glob("*.zip")) == []
@@ -191,7 +191,7 @@ def test_the_review_names_who_would_regain_access_and_keeping_accounts_restores_
     review = admin.get(f"{WIZARD}/runs/{inspection.id}", headers={"HX-Request": "true"})
     assert b"admin@test.example would become admin (today: vendor)" in review.data and b"data-returns" in review.data
 
-    confirm = {"parts": "database", "store_name": "demo-store"}
+    confirm = {"parts": "database", "store_name": "demo-store", "archive_sha256": inspection.result["sha256"]}
     unchosen = post(admin, f"{WIZARD}/restore/{inspection.id}/confirm", confirm)
     assert unchosen.status_code == 422 and b"give access back" in unchosen.data
     assert post(admin, f"{WIZARD}/restore/{inspection.id}/confirm", {**confirm, "accounts": "keep"}).status_code == 200

@@ -62,7 +62,8 @@ def test_a_plain_copy_is_fetched_into_the_check_and_restored(app, admin, s3_serv
     review = admin.get(f"{WIZARD}/runs/{inspection.id}", headers={"HX-Request": "true"})
     assert b"The archive checks out" in review.data and b"form" in review.data
     restore = post(admin, f"{WIZARD}/restore/{inspection.id}/confirm",
-                   {"parts": "database", "safety": "y", "store_name": app.config["STORE_NAME"], "accounts": "archive"})
+                   {"parts": "database", "safety": "y", "store_name": app.config["STORE_NAME"], "accounts": "archive",
+                    "archive_sha256": inspection.result["sha256"]})
     assert restore.status_code == 200, restore.data
     run_worker()
     with app.app_context():
