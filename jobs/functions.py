@@ -104,13 +104,21 @@ def _backup(run, caller, progress):
     return _archive_result(run_backup(run.parts, caller, holder=run.id, progress=progress))
 
 
+def _in_users_words(error, source, options):
+    """An uploaded file is stored under a random name of ours: messages name the user's file instead."""
+    original = (options or {}).get("original_name")
+    if source is not None and original and error.args and isinstance(error.args[0], str):
+        error.args = (error.args[0].replace(source.name, original),) + error.args[1:]
+    return error
+
+
 def _inspect(run, caller, progress):
     source = incoming.source_path(run.options, progress)
     try:
         result = run_inspect(source, caller, holder=run.id, progress=progress)
-    except SnapshotError:
+    except SnapshotError as error:
         incoming.discard(run.options)  # a refused upload is of no further use; keep nothing of it
-        raise
+        raise _in_users_words(error, source, run.options)
     finally:
         incoming.release(source)  # a copy fetched from the bucket: the restore fetches its own
     return result, run.options.get("name")
@@ -125,6 +133,8 @@ def _restore(run, caller, progress):
                              safety=bool(options.get("safety")), accept_other_store=bool(options.get("other_store")),
                              keep_accounts=bool(options.get("keep_accounts")), progress=progress,
                              expected_sha256=options.get("sha256"))
+    except SnapshotError as error:
+        raise _in_users_words(error, source, options)
     finally:
         incoming.release(source)
         incoming.discard(options)

@@ -208,7 +208,7 @@ class Reader:
 
     def _end_records(self):
         if self.size < _EOCD.size:
-            raise self._unreadable("too short to be a ZIP file")
+            raise self._unreadable("it is too short to be a backup: an empty or cut-off file")
         tail_size = min(self.size, _EOCD.size + 0xFFFF)
         tail = self._read(self.size - tail_size, tail_size)
         at = tail.rfind(b"PK\x05\x06", 0, len(tail) - _EOCD.size + 4)
@@ -216,7 +216,7 @@ class Reader:
         while at >= 0 and at + _EOCD.size + struct.unpack_from("<H", tail, at + 20)[0] != len(tail):
             at = tail.rfind(b"PK\x05\x06", 0, at)
         if at < 0:
-            raise self._unreadable("no end of central directory record")
+            raise self._unreadable("it is not a ZIP file, or it was cut off before its end")
         eocd_offset = self.size - tail_size + at
         _, disk, cd_disk, disk_entries, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, at)
         directory_end = eocd_offset
