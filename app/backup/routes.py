@@ -1,4 +1,5 @@
 """Routes of the wizard: parse (a form), call an operation, render."""
+import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -269,6 +270,8 @@ def _status_response(run, form=None, form_error=None, status=None):
 @bp.get("/archives/<name>")
 def download_archive(name):
     info = get_archive(name)
+    if request.args.get("format") == "csv":
+        return _download_csv(info)
     path = archives.local_path(info.name)
     if path is None:  # kept in a bucket: streamed through the app, after the gate, never a link to it
         try:
@@ -282,6 +285,20 @@ def download_archive(name):
             "Cache-Control": "no-cache"})
     audit.record("archive.download", target=info.name)
     return send_file(path, as_attachment=True, download_name=info.name,
+                     mimetype="application/zip", max_age=0, conditional=False, etag=False)
+
+
+def _download_csv(info):
+    """An export as one CSV per table in a ZIP, made for this download and removed once it is sent."""
+    target = incoming.incoming_dir() / f"csv-{secrets.token_hex(8)}.zip"
+    try:
+        archives.export_as_csv(info.name, target)
+    except SnapshotError as error:
+        return _refusal(str(error), 400)
+    audit.record("archive.download", target=info.name, detail="as CSV")
+    body = open(target, "rb")  # noqa: SIM115  (closed by the response)
+    target.unlink()  # the open file is all that is left of it: nothing stays behind, whatever the client does
+    return send_file(body, as_attachment=True, download_name=info.name.removesuffix(".zip") + "-csv.zip",
                      mimetype="application/zip", max_age=0, conditional=False, etag=False)
 
 

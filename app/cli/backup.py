@@ -51,9 +51,22 @@ def _operation(procedure, *args, **kwargs):
 
 
 @backup_cli.command("export")
-def export_command():
+@click.option("--format", "output", type=click.Choice(["archive", "csv"]), default="archive", show_default=True,
+              help="archive: the portable export file; csv: also a ZIP of one CSV per table, for a spreadsheet.")
+@click.option("--csv-dir", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
+              help="Where the CSV ZIP is written.")
+def export_command(output, csv_dir):
     """Export the store's data (database only, secrets removed)."""
-    click.echo(_operation(run_export))
+    path = _operation(run_export)
+    if output == "csv":
+        target = csv_dir / (path.name.removesuffix(".zip") + "-csv.zip")
+        try:
+            archives.export_as_csv(path.name, target)
+        except SnapshotError as error:
+            _fail(error)
+        click.echo(target)
+        return
+    click.echo(path)
 
 
 @backup_cli.command("create")

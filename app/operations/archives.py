@@ -34,7 +34,8 @@ DOWNLOAD_CHUNK = 1024 * 1024
 __all__ = ["PARTS", "ACCOUNT_TABLES", "read_accounts", "SnapshotError", "export", "backup", "inspect", "restore", "manifest_of", "list_archives",
            "archive_path", "delete", "recover", "end_store_sessions", "exports", "export_bytes", "folder_usage",
            "free_space", "store", "kept_locally", "local_path", "check_kept", "archive_size", "archive_sha256",
-           "open_archive", "download_chunks", "incoming_folder", "fetch_copy", "release_copy", "fetched", "file_sha256"]
+           "open_archive", "download_chunks", "incoming_folder", "fetch_copy", "release_copy", "fetched", "file_sha256",
+           "export_as_csv"]
 
 
 def _config(key):
@@ -313,3 +314,22 @@ def file_sha256(path):
     """The SHA-256 of a local archive file (the one reviewed must be the one restored)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def export_as_csv(name, target):
+    """A kept export as a ZIP of one CSV per table, at ``target`` (for a spreadsheet; the export's own
+    redaction applies: it is read from the export). Only exports: a backup holds secrets."""
+    with fetched(name) if not kept_locally() else _as_is(archive_path(name)) as path:
+        manifest = manifest_of(path)
+        if manifest.get("kind") != "export":
+            raise snapshot.IncompatibleArchive(f"{name} is a backup; only exports (with secrets removed) can be "
+                                               "downloaded as spreadsheets.")
+        limits = _limits()
+        return snapshot.archive_to_csv(path, target, signing_key=_config("BACKUP_SIGNING_KEY"),
+                                       metadata=store_metadata(), max_row_bytes=limits["max_row_bytes"],
+                                       max_value_bytes=limits["max_value_bytes"])
+
+
+@contextmanager
+def _as_is(path):
+    yield path

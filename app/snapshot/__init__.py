@@ -6,14 +6,14 @@ from app.snapshot.errors import (
     SnapshotError, UnsafeArchive,
 )
 from app.snapshot.operations import (
-    ArchiveInfo, ArchiveSummary, RestoreResult, create_archive, delete_archive, inspect_archive, list_archives,
-    read_table, restore_archive,
+    ArchiveInfo, ArchiveSummary, RestoreResult, archive_to_csv, create_archive, delete_archive, inspect_archive,
+    list_archives, read_table, restore_archive,
 )
 from app.snapshot.progress import ProgressEvent
 from app.snapshot.redaction import STORE_REDACTIONS
 
 __all__ = [
-    "create_archive", "inspect_archive", "read_table", "restore_archive", "list_archives", "delete_archive", "archive_path",
+    "create_archive", "archive_to_csv", "inspect_archive", "read_table", "restore_archive", "list_archives", "delete_archive", "archive_path",
     "ArchiveSummary", "ArchiveInfo", "RestoreResult", "ProgressEvent", "Redaction", "STORE_REDACTIONS",
     "SnapshotError", "ArchiveInvalid", "ArchiveNotFound", "IncompatibleArchive", "InsufficientSpace",
     "RestoreFailed", "SignatureInvalid", "UnsafeArchive",
