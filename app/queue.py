@@ -159,6 +159,11 @@ def heartbeat_key(run_id):
     return f"run:{run_id}:alive"
 
 
+def cancel_key(run_id):
+    """Set by the page to ask a running job to stop; the job's progress callback reads it."""
+    return f"run:{run_id}:cancel"
+
+
 def heartbeat_ttl(app):
     """A running job refreshes its heartbeat six times per TTL; when its worker dies the heartbeat
     expires after the TTL, the run reads as lost, its lock can be taken over and maintenance lifts."""

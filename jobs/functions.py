@@ -9,6 +9,7 @@ from rq import get_current_job
 from app.extensions import db
 from app.operations import Caller, archives, incoming, offsite, runs
 from app.operations.notify import notify_run
+from app.queue import cancel_key
 from app.operations.procedures import run_backup, run_export, run_inspect, run_restore
 from app.snapshot import SnapshotError
 from jobs.context import worker_app
@@ -22,22 +23,37 @@ class Progress:
     """The engine's progress callback: writes phase, counts and message into job.meta, at a bounded
     rate. Redis is for showing progress only: a write that fails is skipped, the work goes on."""
 
-    def __init__(self, job, clock=time.monotonic):
-        self.job, self.clock = job, clock
+    def __init__(self, job, clock=time.monotonic, kind=None):
+        self.job, self.clock, self.kind = job, clock, kind
         self.last_write = 0.0
         self.last_phase = None
+        # A restore can be cancelled until the store goes into maintenance, not after.
+        self.cancellable = True
 
     def __call__(self, event):
         now = self.clock()
+        if self.kind == "restore" and event.phase == "maintenance":
+            self.cancellable = False
         if event.phase == self.last_phase and now - self.last_write < META_INTERVAL:
             return
         self.last_phase, self.last_write = event.phase, now
+        if self.cancellable:
+            self._stop_if_cancelled()
         self.job.meta.update(phase=event.phase, done=event.done, total=event.total, unit=event.unit,
-                             message=event.message)
+                             message=event.message, cancellable=self.cancellable)
         try:
             self.job.save_meta()
         except RedisError:
             log.warning("Could not write the progress of job %s to Redis; going on", self.job.id)
+
+    def _stop_if_cancelled(self):
+        try:  # the job's own connection: the same Redis the page wrote the request to
+            who = self.job.connection.get(cancel_key(self.job.id))
+        except RedisError:
+            return
+        if who:
+            who = who.decode() if isinstance(who, bytes) else who
+            raise runs.Cancelled(f"Cancelled by {who}. Nothing was kept of it: the partial file was removed.")
 
 
 def export_store(run_id):
@@ -67,10 +83,11 @@ def _execute(run_id, kind, work):
         run = runs.claim_run(run_id, kind)
         caller = Caller(run.started_by, run.client_ip)
         try:
-            result, archive_name = work(run, caller, Progress(job))
+            result, archive_name = work(run, caller, Progress(job, kind=kind))
         except Exception as error:
             db.session.rollback()
-            runs.finish_run(run, "failed", error=runs.failure_message(error))
+            state = runs.CANCELLED if isinstance(error, runs.Cancelled) else "failed"
+            runs.finish_run(run, state, error=runs.failure_message(error))
             notify_run(run)  # never raises: the run's outcome is already written
             raise
         if not runs.finish_run(run, "finished", result=result, archive_name=archive_name):

@@ -17,6 +17,7 @@ from app.models.store import utcnow
 from app.operations import Caller, RunRefused, archives, health, incoming, offsite, retention, review
 from app.operations.procedures import check_export_allowed
 from app.operations.runs import FINAL_STATES, reconcile, start_run
+from app.operations.runs import cancel_run as cancel
 from app.security.access import deny_outside_network, is_maintainer_ip, outside_network_reason
 from app.security.client import client_ip_text
 from app.snapshot import ArchiveNotFound, SnapshotError
@@ -26,7 +27,7 @@ bp = Blueprint("backup", __name__, url_prefix="/admin/tools/backup")
 # Endpoints a super-admin may use from anywhere; every other one needs a maintainer network.
 # Those serving both exports and backups load their object and check its kind (get_run, get_archive).
 MAINTAINER_EXEMPT = frozenset({
-    "backup.index", "backup.start_export", "backup.run_status", "backup.download_archive", "backup.delete_archive",
+    "backup.index", "backup.start_export", "backup.run_status", "backup.cancel_run", "backup.download_archive", "backup.delete_archive",
     "backup.audit_log",
 })
 # How long a finished run stays on its card after a reload.
@@ -245,6 +246,18 @@ def restore_run_id(inspection_id):
 @bp.get("/runs/<run_id>")
 def run_status(run_id):
     return _status_response(get_run(run_id))
+
+
+@bp.post("/runs/<run_id>/cancel")
+def cancel_run(run_id):
+    run = get_run(run_id)
+    try:
+        cancel(run, caller(), phase_allows=progress_of(run).get("cancellable", True))
+    except RunRefused as refusal:
+        return _refusal(str(refusal))
+    if not htmx:
+        return redirect(url_for("backup.index"))
+    return _status_response(run)
 
 
 def _status_response(run, form=None, form_error=None, status=None):

@@ -38,7 +38,8 @@ def progress_of(run):
         "done": done,
         "total": total,
         "unit": meta.get("unit") or "",
-        "message": run.error if run.state in ("failed", "lost", "skipped") else meta.get("message") or "",
+        "message": run.error if run.state in ("failed", "lost", "skipped", "cancelled") else meta.get("message") or "",
+        "cancellable": meta.get("cancellable", True),
         "elapsed": elapsed,
         "eta": eta,
     }

@@ -20,20 +20,27 @@ from app.maintenance import extend_maintenance
 from app.models import JobRun
 from app.models.store import utcnow
 from app.operations.notify import notify_run
-from app.queue import LOCKS, SERIALIZER, OperationLock, enqueue, get_redis, heartbeat_key, heartbeat_ttl
+from app.queue import LOCKS, SERIALIZER, OperationLock, cancel_key, enqueue, get_redis, heartbeat_key, heartbeat_ttl
 from app.snapshot import SnapshotError
 
 ACTIVE_STATES = ("queued", "started")
 # A scheduled run waits (not in Redis yet) while another operation holds the store's lock, and is
 # skipped, a final state, when it still holds it on the last try (app.operations.schedules).
 WAITING, SKIPPED = "waiting", "skipped"
-FINAL_STATES = ("finished", "failed", "lost", SKIPPED)
+CANCELLED = "cancelled"
+FINAL_STATES = ("finished", "failed", "lost", SKIPPED, CANCELLED)
+# Kinds a person may stop while they run (a restore only until the store goes into maintenance).
+CANCELLABLE_KINDS = ("export", "backup", "restore", "inspect", "copy")
 HOLDER_PREFIX = "cli-"
 log = logging.getLogger(__name__)
 
 
 class RunRefused(Exception):
     """A run that cannot start; the message says why and what to do."""
+
+
+class Cancelled(SnapshotError):
+    """Raised inside a job whose run a person cancelled; the engine removes what it had half-written."""
 
 
 class AlreadyStarted(RunRefused):
@@ -262,6 +269,40 @@ def reconcile(run):
     return run
 
 
+def cancel_run(run, caller, phase_allows=True):
+    """Cancel a run: a queued one never starts (its job is cancelled, its lock released); a running one is
+    asked to stop at its next progress report (the job removes its partial file and frees the lock). A
+    restore past its point of no return (``phase_allows`` False) cannot be cancelled: it completes or
+    rolls back as a whole."""
+    who = caller.name
+    if run.state == WAITING:  # a scheduled run waiting for the lock: it holds nothing and is not queued
+        ended = db.session.execute(update(JobRun).where(JobRun.id == run.id, JobRun.state == WAITING).values(
+            state=CANCELLED, ended_at=utcnow(), error=f"Cancelled by {who} while it waited.")).rowcount
+        db.session.commit()
+        db.session.refresh(run)
+        if not ended:
+            raise RunRefused(f"This {run.kind} has already started or ended; nothing was cancelled.")
+    elif run.state == "queued":
+        job = fetch_job(run.id)
+        if job is not None:
+            job.cancel()
+        if not finish_run(run, CANCELLED, error=f"Cancelled by {who} before it started."):
+            raise RunRefused(f"This {run.kind} has already started or ended; nothing was cancelled.")
+        lock = store_lock(run.kind)
+        if lock is not None:
+            lock.release(run.id)
+    elif run.state == "started" and run.kind in CANCELLABLE_KINDS:
+        if not phase_allows:
+            raise RunRefused("This restore has started loading the archive: it cannot be cancelled any more. "
+                             "It completes, or rolls back as a whole; the store is never left half-restored.")
+        get_redis(current_app).set(cancel_key(run.id), who, ex=24 * 3600)
+    else:
+        raise RunRefused(f"This {run.kind} has already ended; nothing was cancelled.")
+    audit.record(f"{run.kind}.cancel", target=run.id, detail=f"state was {run.state}", actor=caller.actor,
+                 client_ip=caller.client_ip)
+    return run
+
+
 def _declare_lost(run, error):
     """A run nobody will finish: its row says so, and (once, by whoever noticed first) people are told."""
     if finish_run(run, "lost", error=error):
@@ -321,6 +362,6 @@ def recent_runs(kind, within):
         .order_by(JobRun.created_at.desc())).all()
 
 
-__all__ = ["RunRefused", "AlreadyStarted", "start_run", "record_run", "enqueue_run", "claim_run", "finish_run",
+__all__ = ["RunRefused", "Cancelled", "cancel_run", "AlreadyStarted", "start_run", "record_run", "enqueue_run", "claim_run", "finish_run",
            "reconcile", "holding", "new_holder",
            "failure_message", "fetch_job", "recent_runs"]
