@@ -1,11 +1,13 @@
 """A restore that cannot surprise: the confirmation is checked against the review it belongs to — the
 archive's SHA-256, no newer check since, a review young enough, and the losses computed again now."""
+import io
 import shutil
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from werkzeug.datastructures import FileStorage
 
 from app.extensions import db
 from app.models import JobRun, Order
@@ -98,3 +100,18 @@ def test_an_archive_swapped_after_its_review_is_not_restored(app, admin, runner,
     assert restore.state == "failed" and "not the one that was reviewed" in restore.error
     assert restore.result is None
 
+
+
+def test_an_export_is_refused_at_the_check_not_after_the_confirmation(app, admin, runner, run_worker):
+    """A dead end is refused as soon as it can be known: before any review, name typing or safety backup."""
+    export = Path(runner.invoke(args=["backup", "export"]).output.strip().splitlines()[-1])
+    upload = FileStorage(io.BytesIO(export.read_bytes()), filename="friday-export.zip")
+    admin.post(f"{WIZARD}/restore/upload", data={"csrf_token": admin.csrf, "archive": upload},
+               headers={"HX-Request": "true"}, content_type="multipart/form-data")
+    run_worker()
+    inspection = latest(app, "inspect")
+    assert inspection.state == "failed"
+    assert inspection.error.startswith("friday-export.zip is an export, not a backup")
+    card = admin.get(f"{WIZARD}/runs/{inspection.id}", headers={"HX-Request": "true"}).data
+    assert b"alert-error" in card and b'name="store_name"' not in card  # no confirmation offered
+    assert restores(app) == []
