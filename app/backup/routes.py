@@ -187,13 +187,15 @@ def confirm_restore(run_id):
     elif form.parts.data != "files" and access_would_return(result) and not form.accounts.data:
         problem = ("This restore would give access back to the accounts listed above. Choose whether to restore "
                    "the archive's users and roles or to keep today's. Nothing was changed.")
+    losses_now = None
     if problem is None:
-        problem = _changed_since_review(inspection)
+        problem, losses_now = _changed_since_review(inspection)
     if problem:
         if htmx:  # keep the review and its form on screen, with the problem above the form
             return _status_response(inspection, form=form, form_error=problem, status=422)
         return _refusal(problem, 400)
     options = dict(inspection.options, safety=form.safety.data, inspection=run_id, sha256=result.get("sha256"),
+                   losses=losses_now,
                    other_store=bool(result.get("other_store")),
                    keep_accounts=form.parts.data != "files" and form.accounts.data == "keep")
     # One confirmation per inspection: the restore's id is derived from it, so a second one is refused.
@@ -221,16 +223,17 @@ def _stale_review(inspection, form):
 
 
 def _changed_since_review(inspection):
-    """What the restore would lose, computed again now: if it differs from the review, the review shows
-    the new figures and the user confirms again."""
+    """What the restore would lose, computed again now: (a problem, None) if it differs from the review
+    (the review then shows the new figures and the user confirms again), else (None, the losses), which
+    the restore's card shows."""
     result = dict(inspection.result or {})
     now = review.compare_with_store(result.get("summary") or {})
     if now.get("losses") == (result.get("current") or {}).get("losses"):
-        return None
+        return None, now.get("losses") or []
     inspection.result = {**result, "current": now}  # the review on screen shows today's figures
     db.session.commit()
     return ("The store changed since the review: what the restore would lose is shown again above. Nothing "
-            "was changed; read it and confirm again.")
+            "was changed; read it and confirm again."), None
 
 
 def access_would_return(inspection_result):

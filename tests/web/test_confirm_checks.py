@@ -82,6 +82,8 @@ def test_losses_are_computed_again_at_confirmation_and_shown_before_anything_hap
     assert b"1 order placed after this backup will be lost." in changed.data and restores(app) == []
     again = post(admin, f"{WIZARD}/restore/{inspection.id}/confirm", confirm)  # read, and confirmed again
     assert again.status_code == 200 and len(restores(app)) == 1
+    # The restore's card shows the losses as computed at that moment.
+    assert b"data-losses-at-confirmation" in again.data and b"1 order placed after this backup will be lost." in again.data
 
 
 def test_an_archive_swapped_after_its_review_is_not_restored(app, admin, runner, run_worker):
