@@ -16,7 +16,8 @@ from tests.factories import filled, new_store
 from tests.seaweed import SeaweedServer
 from tests.faults.harness import metadata
 from tests.helpers import (
-    FAST_HASH, MAINTAINER_IP, OUTSIDE_IP, POSTGRES_ADMIN_URL, ROLES, app_overrides, client_at, login, required,
+    FAST_HASH, MAINTAINER_IP, OUTSIDE_IP, POSTGRES_ADMIN_URL, ROLES, app_overrides, client_at, csrf_token_from, login,
+    required,
 )
 
 
@@ -72,6 +73,14 @@ def as_role(client):
         return which
 
     return log_in
+
+
+@pytest.fixture
+def admin(client, as_role):
+    """A super-admin at a maintainer address, with the page's CSRF token at hand (client.csrf)."""
+    as_role("super_admin")
+    client.csrf = csrf_token_from(client.get("/admin/tools/backup/"))
+    return client
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from app.backup.views import archives_view, automation_context, progress_of
 from app.extensions import db, htmx
 from app.models import JobRun
 from app.models.store import utcnow
-from app.operations import Caller, RunRefused, archives, health, incoming, offsite, retention, review
+from app.operations import Caller, RunRefused, archives, health, incoming, offsite, review
 from app.operations.procedures import check_export_allowed
 from app.operations.runs import FINAL_STATES, reconcile, start_run
 from app.operations.runs import cancel_run as cancel

@@ -1,7 +1,6 @@
 """The backups folder's filesystem fills up during a backup: a clear error, the partial file is
 removed, the store is untouched. The filesystem is a real 3 MB tmpfs mounted for the test."""
 import os
-import subprocess
 from decimal import Decimal
 from pathlib import Path
 
@@ -9,24 +8,10 @@ import pytest
 
 from app.extensions import db
 from app.models import JobRun, Product, ProductImage
-from tests.helpers import required
+
 from tests.faults.harness import state
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def small_filesystem(tmp_path):
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mountpoint)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        if required("CI"):
-            pytest.fail(f"cannot mount a tmpfs in CI: {result.stderr.strip()}")
-        pytest.skip(f"mounting a tmpfs needs root here: {result.stderr.strip()}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 def test_a_full_disk_during_a_backup(app, client, as_role, small_filesystem, tmp_path, run_worker):

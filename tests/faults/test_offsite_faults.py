@@ -1,7 +1,6 @@
 """Faults of off-site copies with real servers: the S3 server killed in the middle of an upload, and a
 fetch into a folder that cannot hold the copy."""
 import os
-import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 from app.extensions import db
 from app.models import ArchiveCopy
 from app.operations import Caller, archives, offsite
-from tests.helpers import MAINTAINER_IP, required
+from tests.helpers import MAINTAINER_IP
 from tests.seaweed import SeaweedServer
 
 OPERATOR = Caller("operator:operator@test.example", MAINTAINER_IP)
@@ -57,21 +56,6 @@ def test_the_s3_server_killed_mid_upload_fails_the_copy_which_is_retried_after_i
         assert again.sha256 == archives.archive_sha256(name)
         assert [(item["name"], item["state"]) for item in offsite.list_remote("own")] == [(name, "verified")]
         assert db.session.scalars(db.select(ArchiveCopy)).one().state == "verified"
-
-
-@pytest.fixture
-def small_filesystem(tmp_path):
-    """A real 3 MB filesystem (tmpfs), mounted for the test."""
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mountpoint)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        if required("CI"):
-            pytest.fail(f"cannot mount a tmpfs in CI: {result.stderr.strip()}")
-        pytest.skip(f"mounting a tmpfs needs root here: {result.stderr.strip()}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 @pytest.mark.slow

@@ -30,12 +30,6 @@ def store(app, tmp_path):
     return tmp_path
 
 
-@pytest.fixture
-def admin(client, as_role):
-    as_role("super_admin")
-    client.csrf = csrf_token_from(client.get("/admin/tools/backup/"))
-    return client
-
 
 def post(client, url, data=None, headers=None, **kwargs):
     """A POST as the wizard's HTMX sends it."""

@@ -14,12 +14,6 @@ from tests.helpers import csrf_token_from
 WIZARD = "/admin/tools/backup"
 
 
-@pytest.fixture
-def admin(client, as_role):
-    as_role("super_admin")
-    client.csrf = csrf_token_from(client.get(f"{WIZARD}/"))
-    return client
-
 
 def post(client, url, data=None):
     return client.post(url, data={**(data or {}), "csrf_token": client.csrf}, headers={"HX-Request": "true"})

@@ -6,23 +6,14 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from werkzeug.datastructures import FileStorage
 
 from app.extensions import db
 from app.models import JobRun, Order
 from app.models.store import utcnow
-from tests.helpers import csrf_token_from
 from tests.security.test_second_round import WIZARD, latest, post
 
 STORE = {"parts": "database", "store_name": "demo-store", "safety": "y"}
-
-
-@pytest.fixture
-def admin(client, as_role):
-    as_role("super_admin")
-    client.csrf = csrf_token_from(client.get(f"{WIZARD}/"))
-    return client
 
 
 def backup(runner):
@@ -101,7 +92,6 @@ def test_an_archive_swapped_after_its_review_is_not_restored(app, admin, runner,
     restore = latest(app, "restore")
     assert restore.state == "failed" and "not the one that was reviewed" in restore.error
     assert restore.result is None
-
 
 
 def test_an_export_is_refused_at_the_check_not_after_the_confirmation(app, admin, runner, run_worker):

@@ -8,7 +8,6 @@ from werkzeug.datastructures import FileStorage
 from app.backup.views import time_left
 from app.extensions import db
 from app.models import JobRun
-from tests.helpers import csrf_token_from
 
 
 @pytest.mark.parametrize("elapsed, done, total, expected", [
@@ -22,13 +21,6 @@ from tests.helpers import csrf_token_from
 ])
 def test_time_left_waits_for_enough_progress(elapsed, done, total, expected):
     assert time_left(elapsed, done, total) == expected
-
-
-@pytest.fixture
-def admin(client, as_role):
-    as_role("super_admin")
-    client.csrf = csrf_token_from(client.get("/admin/tools/backup/"))
-    return client
 
 
 @pytest.mark.parametrize("content, reason", [

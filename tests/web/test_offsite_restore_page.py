@@ -2,24 +2,16 @@
 encrypted copy, used for that request only) into the usual check → review → restore; copy states on each row."""
 import re
 
-import pytest
 from pyrage import x25519
 
 from app.extensions import db
 from app.models import AuditEvent, JobRun
 from app.operations import archives, offsite
 from app.operations.procedures import Caller
-from tests.helpers import MAINTAINER_IP, csrf_token_from
+from tests.helpers import MAINTAINER_IP
 
 WIZARD = "/admin/tools/backup"
 OPERATOR = Caller("operator:operator@test.example", MAINTAINER_IP)
-
-
-@pytest.fixture
-def admin(client, as_role):
-    as_role("super_admin")
-    client.csrf = csrf_token_from(client.get(f"{WIZARD}/"))
-    return client
 
 
 def post(client, url, data):
