@@ -4,6 +4,8 @@ development requirement installed in the venv; production uses a real bucket).
 Every port is set explicitly (free ports, so two servers never collide), the data lives in a folder
 of the caller's, and the process is killed before that folder is removed (it can hang otherwise).
 """
+import ctypes
+import ctypes.util
 import json
 import shutil
 import signal
@@ -18,10 +20,18 @@ import boto3
 from botocore.config import Config
 
 WEED = Path(sys.executable).with_name("weed")
+PR_SET_PDEATHSIG = 1
 ACCESS_KEY, SECRET_KEY = "local-access-key", "local-secret-key-0123456789"
 PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "volume.port.public", "filer.port",
          "filer.port.grpc", "filer.port.public", "s3.port", "s3.port.grpc", "s3.port.https", "s3.port.iceberg",
          "s3.port.lance", "s3.debug.port", "admin.port", "admin.port.grpc", "webdav.port", "debug.port")
+
+
+def _die_with_parent():
+    """In the child, before exec: the kernel kills it when the process that started it dies, however that
+    process ends (a demo or a test run killed with SIGKILL leaves no S3 server behind). Linux only."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _free_ports(count):
@@ -55,7 +65,8 @@ class SeaweedServer:
                 f"-s3.config={config}", "-admin.ui=false", "-master.telemetry=false"]
         args += [f"-{name}={port}" for name, port in self.ports.items()]
         self.log = open(self.folder / "weed.log", "wb")
-        self.process = subprocess.Popen(args, cwd=self.folder, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(args, cwd=self.folder, stdout=self.log, stderr=subprocess.STDOUT,
+                                        preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         try:
             while True:
