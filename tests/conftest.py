@@ -16,8 +16,8 @@ from tests.factories import filled, new_store
 from tests.seaweed import SeaweedServer
 from tests.faults.harness import metadata
 from tests.helpers import (
-    FAST_HASH, MAINTAINER_IP, OUTSIDE_IP, POSTGRES_ADMIN_URL, ROLES, app_overrides, client_at, csrf_token_from, login,
-    required,
+    FAST_HASH, MAINTAINER_IP, OUTSIDE_IP, POSTGRES_ADMIN_URL, ROLES, app_overrides, client_at, csrf_token_from, dispose,
+    login, make_worker_app, required,
 )
 
 
@@ -118,6 +118,16 @@ def postgres_database():
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def worker_app(tmp_path, redis_url):
+    """An app whose configuration a real `rq worker` process rebuilds from the environment."""
+    with Redis.from_url(redis_url) as redis:
+        redis.flushdb()
+    app = make_worker_app(tmp_path, redis_url)
+    yield app
+    dispose(app)
 
 
 @pytest.fixture

@@ -1,20 +1,9 @@
-"""Fault fixtures: an app whose configuration a real `rq worker` process rebuilds from the environment,
-and a real, small filesystem to fill up."""
+"""Fault fixtures: a real, small filesystem to fill up (worker_app is in the root conftest)."""
 import subprocess
 
 import pytest
-from redis import Redis
 
-from tests.helpers import dispose, make_worker_app, required
-
-
-@pytest.fixture
-def worker_app(tmp_path, redis_url):
-    with Redis.from_url(redis_url) as redis:
-        redis.flushdb()
-    app = make_worker_app(tmp_path, redis_url)
-    yield app
-    dispose(app)
+from tests.helpers import required
 
 
 @pytest.fixture

@@ -12,19 +12,9 @@ from app.operations import Caller
 from app.operations.runs import RunRefused, cancel_run, reconcile, start_run, store_lock
 from app.queue import SERIALIZER
 from tests.faults.harness import fill
-from tests.helpers import csrf_token_from, dispose, kill_tree, make_worker_app, rq_worker, wait_for
+from tests.helpers import csrf_token_from, kill_tree, rq_worker, wait_for
 
 SUPER = Caller("user:super@test", "198.51.100.10")
-
-
-@pytest.fixture
-def worker_app(tmp_path, redis_url):
-    """An app whose configuration a real `rq worker` process rebuilds from the environment."""
-    with Redis.from_url(redis_url) as redis:
-        redis.flushdb()
-    app = make_worker_app(tmp_path, redis_url)
-    yield app
-    dispose(app)
 
 
 def ended(app, run_id):

@@ -40,7 +40,10 @@ def test_a_schedule_added_on_the_page_shows_its_next_run(app, admin):
     with app.app_context():
         schedule = db.session.scalars(db.select(BackupSchedule)).one()
         assert (schedule.parts, schedule.frequency, schedule.at_time, schedule.enabled) == ("database", "daily", "03:30", True)
-    assert b"Next run at" in admin.get(f"{WIZARD}/").data
+    page = admin.get(f"{WIZARD}/").data
+    assert b"Next run at" in page
+    title = re.search(rb"<title>(.*?)</title>", page, re.S).group(1)
+    assert title.startswith(b"Backup & Restore") and b"<" not in title  # the title is only the title
     assert len(audit(app, "backup.schedule.add")) == 1
     # The health badge follows, out of band: a schedule is set, but there is no backup yet.
     assert b'id="health" hx-swap-oob="true"' in response.data and b"No backup yet" in response.data
