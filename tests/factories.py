@@ -52,10 +52,11 @@ def awkward_rows(engine):
     now = datetime(2026, 3, 29, 1, 30, 15, 123456)
     with engine.begin() as c:
         c.execute(t["products"].insert(), [
-            {"id": 900, "sku": "TAB\tSKU", "name": "Crème brûlée — 日本 🍮", "description": "line1\nline2\r\n\\N \\ end",
+            {"id": 900, "sku": "TAB\tSKU", "name": "Crème brûlée — 日本 🍮", "slug": "creme-brulee",
+             "description": "line1\nline2\r\n\\N \\ end",
              "price": Decimal("12345678.90"), "stock": 0, "active": False, "created_at": now},
-            {"id": 901, "sku": "EMPTY", "name": "", "description": "", "price": Decimal("0.00"), "stock": -3,
-             "active": True, "created_at": now}])
+            {"id": 901, "sku": "EMPTY", "name": "", "slug": "product", "description": "", "price": Decimal("0.00"),
+             "stock": -3, "active": True, "created_at": now}])
         c.execute(t["carts"].insert(), [{"id": 1, "token": "cart-secret-token", "user_id": 1, "updated_at": now},
                                         {"id": 2, "token": "anon-cart-token", "user_id": None, "updated_at": now}])
         c.execute(t["cart_lines"].insert(), [{"id": 1, "cart_id": 1, "product_id": 900, "quantity": 2}])

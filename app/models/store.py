@@ -1,12 +1,14 @@
 """Store models: everything a backup captures and a restore replaces."""
+import re
 import secrets
+import unicodedata
 from datetime import datetime, timezone
 from decimal import Decimal
 
 from flask_login import UserMixin
 from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, Numeric, String, Text, event
 from sqlalchemy.orm.base import NEVER_SET, NO_VALUE
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, mapped_column, object_session, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
@@ -20,6 +22,31 @@ def utcnow():
 
 def new_token():
     return secrets.token_hex(16)
+
+
+SLUG_MAX = 180
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def slugify(name):
+    """A product's URL slug: ASCII letters and digits joined by single hyphens, at most 180 characters.
+
+    "Crème brûlée set" -> "creme-brulee-set"; nothing usable ("  ***  ", "") -> "product".
+    The migration that added slugs (5d1e7a3c9b20) keeps its own frozen copy of these rules.
+    """
+    text = unicodedata.normalize("NFKD", name or "")
+    text = text.encode("ascii", "ignore").decode("ascii").lower()
+    slug = _NOT_SLUG.sub("-", text).strip("-")
+    return slug[:SLUG_MAX].rstrip("-") or "product"
+
+
+def unique_slug(base, taken):
+    """base, or base-2, base-3, ...: the first that is not in taken."""
+    slug, n = base, 1
+    while slug in taken:
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
 
 
 class User(UserMixin, db.Model):
@@ -66,6 +93,9 @@ class Product(db.Model):
     stock: Mapped[int] = mapped_column(Integer, default=0)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Last, like the column the migration added: the storefront's /products/<slug>. Set from the name
+    # on insert when not given (see _give_new_products_a_slug).
+    slug: Mapped[str] = mapped_column(String(200), unique=True)
 
     images: Mapped[list["ProductImage"]] = relationship(
         back_populates="product", order_by="ProductImage.position", cascade="all, delete-orphan"
@@ -146,3 +176,32 @@ def _end_sessions_on_privilege_change(user, value, old_value, _initiator):
     """A role change or deactivation logs the user out everywhere: old sessions carry the old token."""
     if old_value not in (NO_VALUE, NEVER_SET) and value != old_value:
         user.session_token = new_token()
+
+
+_PENDING_SLUGS = "product_slugs_in_flush"
+
+
+@event.listens_for(Product, "before_insert")
+def _give_new_products_a_slug(_mapper, connection, product):
+    """A product inserted without a slug gets one from its name, unique among the stored products and the
+    ones inserted in the same flush (whose rows are not written yet when this runs)."""
+    session = object_session(product)
+    pending = session.info.setdefault(_PENDING_SLUGS, set()) if session is not None else set()
+    if product.slug:
+        pending.add(product.slug)
+        return
+    base = slugify(product.name)
+    column = Product.__table__.c.slug
+    stored = connection.execute(
+        db.select(column).where((column == base) | column.startswith(f"{base}-", autoescape=True))
+    ).scalars()
+    # Explicit slugs of products later in this flush count too.
+    explicit = {p.slug for p in (session.new if session is not None else ()) if isinstance(p, Product) and p.slug}
+    product.slug = unique_slug(base, set(stored) | pending | explicit)
+    pending.add(product.slug)
+
+
+@event.listens_for(Session, "after_flush_postexec")
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_pending_slugs(session, *_args):
+    session.info.pop(_PENDING_SLUGS, None)

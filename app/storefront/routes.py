@@ -1,7 +1,7 @@
 """Storefront pages."""
 from pathlib import PurePosixPath
 
-from flask import Blueprint, current_app, render_template, send_from_directory
+from flask import Blueprint, abort, current_app, render_template, send_from_directory
 
 from app.extensions import db
 from app.maintenance import in_maintenance
@@ -28,7 +28,8 @@ bp = Blueprint("storefront", __name__)
 
 @bp.before_request
 def maintenance_page():
-    if in_maintenance():
+    # A staging copy (app.operations.staging) is not the live store: the live store's maintenance is not its own.
+    if in_maintenance() and not current_app.config.get("STAGING_FROM"):
         response = current_app.make_response((render_template("storefront/maintenance.html"), 503))
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
@@ -41,6 +42,14 @@ def index():
         db.select(Product).where(Product.active.is_(True)).order_by(Product.id)
     ).all()
     return render_template("storefront/index.html", products=products)
+
+
+@bp.get("/products/<slug>")
+def product(slug):
+    item = db.session.scalar(db.select(Product).where(Product.slug == slug, Product.active.is_(True)))
+    if item is None:
+        abort(404)
+    return render_template("storefront/product.html", product=item)
 
 
 @bp.get("/uploads/<path:name>")

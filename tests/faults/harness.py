@@ -52,7 +52,8 @@ def fill(engine, uploads, orders=3000, files=40, seed=1, file_size=20_000):
         c.execute(t["users"].insert(), [{"id": i, "email": f"u{i}@x.test", "password_hash": f"h{i}", "role": "admin",
                                          "active": True, "session_token": f"s{i}", "created_at": now}
                                         for i in range(1, 6)])
-        c.execute(t["products"].insert(), [{"id": i, "sku": f"S{i}", "name": f"Product {i}", "description": "d\tx\n",
+        c.execute(t["products"].insert(), [{"id": i, "sku": f"S{i}", "name": f"Product {i}", "slug": f"product-{i}",
+                                            "description": "d\tx\n",
                                             "price": Decimal("9.99"), "stock": i, "active": True, "created_at": now}
                                            for i in range(1, 101)])
         c.execute(t["product_images"].insert(), [{"id": i, "product_id": i, "path": f"p/{i}.bin", "alt": "",
