@@ -71,6 +71,12 @@ class Config:
     EXPORTS_PER_HOUR = _env_int("EXPORTS_PER_HOUR", 5)
     EXPORT_QUOTA_BYTES = _env_int("EXPORT_QUOTA_BYTES", 5 * 1024**3)
     EXPORT_TTL_DAYS = _env_int("EXPORT_TTL_DAYS", 7)
+    # Trials: archives restored into scratch stores (a fresh database and folder, never the live store) and
+    # checked. Unset, scratch stores live in BACKUPS_DIR/scratch. The newest backup is drilled this often.
+    SCRATCH_DIR = _env("SCRATCH_DIR")
+    DRILL_EVERY_DAYS = _env_int("DRILL_EVERY_DAYS", 7)
+    # Set only in the app that renders a staging copy's storefront: the archive it was restored from.
+    STAGING_FROM = None
     # Retention of backups, applied after every successful backup (flask backup prune to preview or run it).
     RETENTION_ENABLED = _env("RETENTION_ENABLED", "1") not in ("0", "false", "no")
     RETENTION_KEEP_ALL_DAYS = _env_int("RETENTION_KEEP_ALL_DAYS", 7)

@@ -25,10 +25,13 @@ JOB_FUNCTIONS = {
     "inspect": "jobs.functions.inspect_archive",
     "restore": "jobs.functions.restore_store",
     "copy": "jobs.functions.copy_archive",
+    "trial": "jobs.functions.try_archive",
+    "staging": "jobs.functions.make_staging",
 }
 RUN_KINDS = tuple(JOB_FUNCTIONS)
 # Backups and restores take the store's operation lock; exports take their own (one at a time);
-# inspections and off-site copies (they read a finished archive) run alongside anything.
+# inspections, off-site copies and trials (they read a finished archive; a trial restores it into a
+# scratch store, never the live one) run alongside anything.
 LOCKING_KINDS = frozenset({"backup", "restore"})
 LOCKS = {"backup": "operation", "restore": "operation", "export": "export"}
 

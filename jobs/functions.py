@@ -10,7 +10,7 @@ from app.extensions import db
 from app.operations import Caller, archives, incoming, offsite, runs
 from app.operations.notify import notify_run
 from app.queue import cancel_key
-from app.operations.procedures import run_backup, run_export, run_inspect, run_restore
+from app.operations.procedures import run_backup, run_export, run_inspect, run_restore, run_staging, run_trial
 from app.snapshot import SnapshotError
 from jobs.context import worker_app
 
@@ -74,6 +74,14 @@ def restore_store(run_id):
 
 def copy_archive(run_id):
     return _execute(run_id, "copy", _copy)
+
+
+def try_archive(run_id):
+    return _execute(run_id, "trial", _trial)
+
+
+def make_staging(run_id):
+    return _execute(run_id, "staging", _staging)
 
 
 def _execute(run_id, kind, work):
@@ -149,7 +157,7 @@ def _restore(run, caller, progress):
         result = run_restore(source, run.parts, caller, holder=run.id,
                              safety=bool(options.get("safety")), accept_other_store=bool(options.get("other_store")),
                              keep_accounts=bool(options.get("keep_accounts")), progress=progress,
-                             expected_sha256=options.get("sha256"))
+                             expected_sha256=options.get("sha256"), try_first=bool(options.get("try_first")))
     except SnapshotError as error:
         raise _in_users_words(error, source, options)
     finally:
@@ -170,3 +178,25 @@ def _copy(run, caller, progress):
     if failed:
         raise offsite.OffsiteError("; ".join(f"the copy of {name} failed: {c.error}" for c in failed))
     return {"archive": name, "copies": len(copies)}, name
+
+
+def _trial(run, caller, progress):
+    """A dry run of the archive under review (an upload stays for the restore that may follow), or a
+    Verify or drill of a kept archive."""
+    options = run.options or {}
+    source = None
+    try:
+        source = incoming.source_path(options, progress)
+        result = run_trial(options.get("trial", "verify"), source, caller, parts=run.parts or None,
+                           keep_accounts=bool(options.get("keep_accounts")), progress=progress)
+    except SnapshotError as error:
+        raise _in_users_words(error, source, options)
+    finally:
+        incoming.release(source)
+    return result, options.get("name")
+
+
+def _staging(run, caller, progress):
+    name = (run.options or {}).get("name", "")
+    return run_staging(name, caller, progress=progress), name
+

@@ -20,6 +20,8 @@ REGISTRY = {
     JOB_FUNCTIONS["inspect"]: functions.inspect_archive,
     JOB_FUNCTIONS["restore"]: functions.restore_store,
     JOB_FUNCTIONS["copy"]: functions.copy_archive,
+    JOB_FUNCTIONS["trial"]: functions.try_archive,
+    JOB_FUNCTIONS["staging"]: functions.make_staging,
 }
 
 

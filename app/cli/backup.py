@@ -13,7 +13,7 @@ from flask.cli import AppGroup
 from app import audit
 from app.operations import COMMAND_LINE, RunRefused, archives, run_backup, run_export, run_restore
 from app.operations import offsite, schedules
-from app.operations.procedures import run_retention
+from app.operations.procedures import run_retention, run_trial
 from app.queue import redis_for_command
 from app.snapshot import SnapshotError
 from app.snapshot.container import PARTS
@@ -103,15 +103,33 @@ def inspect_command(file):
 @click.option("--no-safety-backup", is_flag=True, help="Skip the safety backup of the current store.")
 @click.option("--from-other-store", is_flag=True, help="Accept an archive made by another store (moving stores).")
 @click.option("--keep-accounts", is_flag=True, help="Keep today's users and roles (restore everything else).")
-def restore_command(file, parts, yes, no_safety_backup, from_other_store, keep_accounts):
+@click.option("--try-first", is_flag=True, help="Restore it into a scratch store and check it there first; stop if "
+              "that fails.")
+def restore_command(file, parts, yes, no_safety_backup, from_other_store, keep_accounts, try_first):
     """Replace the store's database and/or files with an archive's (destructive)."""
     if not yes:
         _fail("a restore overwrites the current store; pass --yes to confirm.", code=2)
     result = _operation(run_restore, file, parts, safety=not no_safety_backup, accept_other_store=from_other_store,
-                        keep_accounts=keep_accounts)
+                        keep_accounts=keep_accounts, try_first=try_first)
     if result["safety_backup"]:
         click.echo(f"Safety backup of the store as it was: {result['safety_backup']}")
     click.echo(f"Restored {parts} from {file.name}.")
+
+
+@backup_cli.command("drill")
+@click.argument("name", required=False)
+def drill_command(name):
+    """Restore a kept backup (default: the newest) into a scratch store and check it: keys, unique values,
+    row counts, every file's SHA-256, the storefront's pages. The live store is not touched; for cron."""
+    if name is None:
+        newest = archives.newest_backup()
+        if newest is None:
+            _fail("there is no kept backup to drill.")
+        name = newest.name
+    result = _operation(run_trial, "drill", name)
+    for check in result["checks"]:
+        click.echo(f"ok  {check}")
+    click.echo(f"Drill passed: {name} restores and checks out ({result['seconds']} s).")
 
 
 @backup_cli.command("list")

@@ -3,6 +3,7 @@ from app.extensions import db
 from app.models.platform import (
     ArchiveCopy,
     ArchivePin,
+    ArchiveTrial,
     AuditEvent,
     BackupSchedule,
     Destination,
@@ -33,5 +34,5 @@ def store_metadata():
 __all__ = [
     "ROLES", "User", "Product", "ProductImage", "Order", "OrderLine", "Cart", "CartLine", "Setting",
     "MaintainerNetwork", "PlatformOperator", "AuditEvent", "JobRun", "StoreStatus", "BackupSchedule",
-    "RetentionSetting", "ArchivePin", "Destination", "ArchiveCopy", "store_metadata",
+    "RetentionSetting", "ArchivePin", "Destination", "ArchiveCopy", "ArchiveTrial", "store_metadata",
 ]

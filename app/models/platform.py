@@ -2,7 +2,7 @@
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -222,3 +222,25 @@ class ArchiveCopy(PlatformModel):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ArchiveTrial(PlatformModel):
+    """An archive restored into a scratch store and checked there: a dry run before a restore, a
+    "Verify" a person asked for, or the scheduled drill. ``ok`` False says why (and where) it failed."""
+
+    __tablename__ = "archive_trials"
+
+    KINDS = ("dry run", "verify", "drill")
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    archive_name: Mapped[str] = mapped_column(String(255), index=True)
+    archive_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    table_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    row_label: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    started_by: Mapped[str] = mapped_column(String(255))
+    checked_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)

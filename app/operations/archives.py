@@ -31,7 +31,7 @@ INCOMING = "incoming"
 FETCHED_PREFIX = "fetched-"
 DOWNLOAD_CHUNK = 1024 * 1024
 
-__all__ = ["PARTS", "ACCOUNT_TABLES", "read_accounts", "SnapshotError", "export", "backup", "inspect", "restore", "manifest_of", "list_archives",
+__all__ = ["PARTS", "ACCOUNT_TABLES", "read_accounts", "SnapshotError", "export", "backup", "inspect", "restore", "manifest_of", "list_archives", "newest_backup",
            "archive_path", "delete", "recover", "end_store_sessions", "exports", "export_bytes", "folder_usage",
            "free_space", "store", "kept_locally", "local_path", "check_kept", "archive_size", "archive_sha256",
            "open_archive", "download_chunks", "incoming_folder", "fetch_copy", "release_copy", "fetched", "file_sha256",
@@ -171,6 +171,12 @@ def _readable(source):
 
 def list_archives():
     return store().list(signing_key=_config("BACKUP_SIGNING_KEY"))
+
+
+def newest_backup():
+    """The newest kept backup that reads correctly (any parts, a safety backup too), or None."""
+    kept = [a for a in list_archives() if a.kind == "backup" and not a.problem]
+    return kept[0] if kept else None
 
 
 def archive_path(name):

@@ -2,8 +2,10 @@
 
     green  the last backup and its age ("Last backup 3 h ago (both, verified when written)")
     amber  a scheduled backup is late (no success for 1.5 intervals), the backups disk is fuller than
-           BACKUPS_DISK_WARN_PERCENT, or there is no schedule and no backup in the last 7 days
-    red    a schedule's last run failed, was lost or was skipped, or nothing succeeded for 2 intervals
+           BACKUPS_DISK_WARN_PERCENT, there is no schedule and no backup in the last 7 days, or the newest
+           backup was never restored (drill, Verify, dry run) while no backup was in the drill period
+    red    a schedule's last run failed, was lost or was skipped, nothing succeeded for 2 intervals, or the
+           newest backup failed to restore in a scratch store
 
 The badge on the page and the token-protected JSON endpoint both show ``store_health()``."""
 from dataclasses import dataclass, field
@@ -13,8 +15,8 @@ from flask import current_app
 
 from app.extensions import db
 from app.filters import filesize
-from app.models import BackupSchedule, JobRun
-from app.operations import archives, retention
+from app.models import ArchiveTrial, BackupSchedule, JobRun
+from app.operations import archives, retention, trials
 from app.operations.schedules import interval_of, next_slot, store_zone
 
 LEVELS = ("green", "amber", "red")
@@ -57,6 +59,7 @@ def store_health(now=None):
         findings.append(("amber", "No backup yet",
                          f"The store has no backup yet; the first scheduled one starts at {first:%Y-%m-%d %H:%M} UTC. "
                          "Start one now with Backup if you are about to make a risky change."))
+    findings += _trial_findings(last, now)
     disk = archives.folder_usage()
     limit = current_app.config["BACKUPS_DISK_WARN_PERCENT"]
     if disk["percent_used"] > limit:
@@ -77,8 +80,7 @@ def store_health(now=None):
 
 def last_backup():
     """The newest kept backup that reads correctly (any parts, a safety backup too), or None."""
-    kept = [a for a in archives.list_archives() if a.kind == "backup" and not a.problem]
-    return kept[0] if kept else None
+    return archives.newest_backup()
 
 
 def _schedule_findings(schedule, now):
@@ -102,6 +104,32 @@ def _schedule_findings(schedule, now):
     elif waited > interval * LATE:
         found.append(("amber", "Scheduled backup is late", f"{what} {last}; the next one is overdue."))
     return found
+
+
+def _trial_findings(last, now):
+    """Has the newest backup been restored somewhere (a drill, a Verify, a dry run)? A backup that has never
+    been restored is unverified; one that failed to restore is the worst news the badge can give. A newest
+    backup not tried yet is fine while another backup passed a trial within the drill period."""
+    if last is None:
+        return []
+    newest = trials.latest_trials([last.name]).get(last.name)
+    if newest is not None and not newest.ok:
+        return [("red", "Restore drill failed",
+                 f"The newest backup, {last.name}, did not restore in a scratch store ({newest.kind}, "
+                 f"{ago(_utc(newest.checked_at), now)}): {newest.reason}")]
+    if newest is not None:
+        return []  # verified by a restore: nothing to say
+    period = timedelta(days=current_app.config.get("DRILL_EVERY_DAYS") or 7)
+    recent = db.session.scalar(db.select(ArchiveTrial).where(ArchiveTrial.ok.is_(True),
+                                                             ArchiveTrial.checked_at > _naive(now - period))
+                               .order_by(ArchiveTrial.checked_at.desc()).limit(1))
+    if recent is not None:
+        return [("green", "", f"The newest backup has not been restored yet; {recent.archive_name} was, "
+                              f"{ago(_utc(recent.checked_at), now)}.")]
+    return [("amber", "Newest backup not verified by a restore",
+             f"The newest backup, {last.name}, has not been restored anywhere yet, and no backup was in the last "
+             f"{period.days} days: a backup that has never been restored is unverified. Click Verify on it (it is "
+             "restored into a scratch store; the live store is not touched), or wait for the weekly drill.")]
 
 
 def _without_schedule(last, now):
@@ -144,6 +172,10 @@ def ago(moment, now):
 def _utc(moment):
     """Database times are naive UTC; make every time aware so they compare."""
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _naive(moment):
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def _iso(moment):

@@ -5,16 +5,18 @@
 
 The web (through jobs), the CLI and the scheduler all call these; none of them repeats a step.
 """
+import dataclasses
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app
 
 from app import audit
 from app.filters import filesize
 from app.maintenance import maintenance_during
-from app.operations import archives, incoming, offsite, retention, review
+from app.operations import archives, incoming, offsite, retention, review, staging, trials
 from app.operations.runs import RunRefused, failure_message, holding, new_holder, recent_runs, start_run
 from app.snapshot import IncompatibleArchive, ProgressEvent, SnapshotError
 from app.snapshot.container import PARTS
@@ -180,32 +182,59 @@ def run_inspect(source, caller, *, holder=None, progress=None):
     with _audited("inspect.finish", caller, target=source.name):
         with holding(holder or new_holder(), "inspect"):
             _say(progress, "verify", "Checking the archive's signature, checksums and contents")
-            summary = archives.inspect(source, progress=progress)
-            if summary.kind != "backup":
-                raise IncompatibleArchive(_export_refusal(summary.name))
+            manifest = archives.manifest_of(source)
+            if manifest.get("kind") != "backup":
+                raise IncompatibleArchive(_export_refusal(source.name))
+            plan = trials.upgrade_plan(manifest)
+            if plan is not None:
+                _say(progress, "forward", trials.upgrade_sentence(plan))
+            with trials.restorable(source, plan, progress) as today:
+                summary = archives.inspect(today, progress=progress)
+                accounts = archives.read_accounts(today) if summary.parts in ("database", "both") else None
+            if plan is not None:  # the archive as it was made; its rows as today's schema will hold them
+                summary = dataclasses.replace(summary, name=source.name, **_as_made(manifest))
             current = review.compare_with_store(summary)
             digest = archives.file_sha256(source)
             privileges = None
-            if summary.parts in ("database", "both"):
+            if accounts is not None:
                 restorer = caller.name if caller.actor.startswith("user:") else None
-                privileges = review.privilege_changes(archives.read_accounts(source), restorer)
+                privileges = review.privilege_changes(accounts, restorer)
     other_store = summary.store if summary.store != current_app.config["STORE_NAME"] else None
+    trial = trials.latest_trials([source.name]).get(source.name)
     return {"summary": review.summary_dict(summary), "current": current, "other_store": other_store,
-            "privileges": privileges, "sha256": digest}
+            "privileges": privileges, "sha256": digest, "upgrade": plan,
+            "verified_at": f"{trial.checked_at:%Y-%m-%d %H:%M}" if trial is not None and trial.ok else None}
+
+
+def _as_made(manifest):
+    """The fields of a summary that say when, by whom and at which schema an archive was made."""
+    return {"created_at": datetime.strptime(manifest["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc),
+            "created_by": manifest["created_by"], "label": manifest["label"],
+            "schema_revision": manifest["schema_revision"], "app_version": manifest["app_version"]}
 
 
 def run_restore(source, parts, caller, *, holder=None, safety=True, accept_other_store=False, keep_accounts=False,
-                progress=None, expected_sha256=None):
+                progress=None, expected_sha256=None, try_first=False):
     """Replace the chosen parts of the store with the archive's; all of it happens, or none of it.
     With ``keep_accounts`` the accounts tables keep today's rows (users and roles stay as they are).
-    ``expected_sha256``: the archive that was reviewed; any other file is refused before anything happens."""
+    ``expected_sha256``: the archive that was reviewed; any other file is refused before anything happens.
+    ``try_first``: restore it into a scratch store and check it there first; if that fails, stop there.
+    An archive made at an older schema is brought forward (in a scratch store) and that copy restored."""
     with _audited("restore.finish", caller, target=source.name, detail=parts) as outcome:
         if expected_sha256 and archives.file_sha256(source) != expected_sha256:
             raise IncompatibleArchive(
                 "The archive to restore is not the one that was reviewed (its SHA-256 differs); nothing was "
                 "changed. Check the archive again and confirm its review.")
-        check_restorable(archives.manifest_of(source), parts, accept_other_store, source.name)
-        with holding(holder or new_holder(), "restore", restore=True):
+        manifest = archives.manifest_of(source)
+        check_restorable(manifest, parts, accept_other_store, source.name)
+        plan = trials.upgrade_plan(manifest)
+        if try_first:
+            _say(progress, "trial", "Trying the archive first in a scratch store (the live store is not touched)")
+            run_trial("dry run", source, caller, parts=parts, keep_accounts=keep_accounts, progress=progress)
+        if plan is not None:
+            _say(progress, "forward", trials.upgrade_sentence(plan))
+        with trials.restorable(source, plan, progress) as today, holding(holder or new_holder(), "restore",
+                                                                         restore=True):
             archives.recover()
             safety_name = None
             if safety:
@@ -214,11 +243,40 @@ def run_restore(source, parts, caller, *, holder=None, safety=True, accept_other
                                               label=f"Safety backup before restoring {source.name}"[:200]).name
             _say(progress, "maintenance", "Putting the storefront into maintenance")
             with maintenance_during("restore", current_app._get_current_object()):
-                details = archives.restore(source, parts, progress=progress, keep_accounts=keep_accounts)
+                details = archives.restore(today, parts, progress=progress, keep_accounts=keep_accounts)
                 archives.end_store_sessions()
         outcome.detail = "; ".join([parts, f"safety backup {safety_name}" if safety_name else "no safety backup",
-                                    "today's users and roles kept" if keep_accounts else "accounts from the archive"])
+                                    "today's users and roles kept" if keep_accounts else "accounts from the archive"]
+                                   + ([f"brought forward from schema {plan['from']}"] if plan else [])
+                                   + (["tried first"] if try_first else []))
     return {"restored": parts, "safety_backup": safety_name, "details": details}
+
+
+def run_trial(kind, source, caller, *, parts=None, keep_accounts=False, progress=None):
+    """Restore an archive into a scratch store and check it there: a "dry run" before a restore, a
+    "verify" a person asked for, or the scheduled "drill" (those two also open the storefront against
+    it). No lock, no maintenance: the live store is never touched. One ArchiveTrial row either way."""
+    name = getattr(source, "name", str(source))
+    started = time.monotonic()
+    with _audited(f"{kind.replace(' ', '_')}.finish", caller, target=name) as outcome:
+        with archives._readable(source) as local:
+            digest = archives.file_sha256(local)
+            try:
+                result = trials.try_archive(local, parts=parts, keep_accounts=keep_accounts,
+                                            storefront=kind != "dry run", progress=progress)
+            except SnapshotError as error:
+                trials.record(kind, name, caller, sha256=digest, error=error, seconds=time.monotonic() - started)
+                raise trials.TrialFailed(trials.failure_text(error), table=getattr(error, "table", None),
+                                         row=getattr(error, "row", None)) from error
+        trials.record(kind, name, caller, sha256=digest, result=result, seconds=time.monotonic() - started)
+        outcome.detail = f"{sum(result['row_counts'].values())} rows, {result['file_count']} files, checked"
+    return result
+
+
+def run_staging(name, caller, *, progress=None):
+    """Restore a kept archive into the staging copy served read-only at /staging/ (replacing the last one)."""
+    with _audited("staging.finish", caller, target=name):
+        return staging.create(name, caller, progress=progress)
 
 
 def check_restorable(manifest, parts, accept_other_store, name):

@@ -30,7 +30,7 @@ WAITING, SKIPPED = "waiting", "skipped"
 CANCELLED = "cancelled"
 FINAL_STATES = ("finished", "failed", "lost", SKIPPED, CANCELLED)
 # Kinds a person may stop while they run (a restore only until the store goes into maintenance).
-CANCELLABLE_KINDS = ("export", "backup", "restore", "inspect", "copy")
+CANCELLABLE_KINDS = ("export", "backup", "restore", "inspect", "copy", "trial", "staging")
 HOLDER_PREFIX = "cli-"
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from app import audit
 from app.extensions import db
 from app.models import BackupSchedule, JobRun
 from app.models.store import utcnow
-from app.operations import offsite, runs
+from app.operations import archives, offsite, runs
 from app.operations.notify import notify_run
 from app.operations.procedures import Caller
 from app.snapshot.container import PARTS
@@ -357,7 +357,28 @@ def tick(now=None):
     for run in due:
         _try_lock(run, now, report)
     _retry_copies(now, report)
+    _drill_if_due(now, report)
     return report
+
+
+def _drill_if_due(now, report):
+    """Every DRILL_EVERY_DAYS (default 7; 0: never), the newest kept backup is restored into a scratch
+    store and checked there (a trial run, kind "drill"). The run id comes from the period, so the drill
+    runs once per period however many schedulers tick."""
+    days = current_app.config.get("DRILL_EVERY_DAYS", 7)
+    if not days:
+        return
+    newest = archives.newest_backup()
+    if newest is None:
+        return
+    run_id = f"drill-{int(now.timestamp()) // (int(days) * 86400)}"
+    try:
+        report.started.append(runs.start_run("trial", SCHEDULER, run_id=run_id,
+                                             options={"trial": "drill", "name": newest.name}).id)
+    except runs.AlreadyStarted:
+        pass
+    except runs.RunRefused as refusal:
+        report.failed.append(f"drill of {newest.name}: {refusal}")
 
 
 def _retry_copies(now, report):

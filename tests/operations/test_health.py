@@ -1,11 +1,12 @@
 """Health, rule by rule, from real schedules, real run rows, real archives and a real failed job."""
 import uuid
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from app.extensions import db
-from app.models import BackupSchedule, JobRun
+from app.models import ArchiveTrial, BackupSchedule, JobRun
 from app.models.store import utcnow
 from app.operations.health import ago, duration, store_health
 from tests.helpers import start
@@ -19,10 +20,15 @@ def roomy_disk(app):
     app.config["BACKUPS_DISK_WARN_PERCENT"] = 100
 
 
-def make_backup(runner, parts="database"):
+def make_backup(runner, parts="database", drill=True):
+    """A backup, drilled (restored into a scratch store and checked) unless ``drill`` is False."""
     result = runner.invoke(args=["backup", "create", "--parts", parts])
     assert result.exit_code == 0, result.output
-    return result.output.strip().splitlines()[-1]
+    path = result.output.strip().splitlines()[-1]
+    if drill:
+        drilled = runner.invoke(args=["backup", "drill"])
+        assert drilled.exit_code == 0, drilled.output
+    return path
 
 
 def add_schedule(app, *, created=timedelta(days=30), enabled=True, **fields):
@@ -173,3 +179,40 @@ def test_times_in_words(span, words):
     assert ago(NOW - span, NOW) == words
     assert ago((NOW - span).replace(tzinfo=None), NOW) == words  # database times are naive UTC
     assert duration(timedelta(hours=36)) == "36 h"
+
+
+def test_a_newest_backup_never_restored_is_amber_until_a_drill_passes(app, runner):
+    schedule = add_schedule(app)
+    name = Path(make_backup(runner, "both", drill=False)).name
+    add_run(app, schedule, "finished", timedelta(0))
+    result = health(app)
+    assert result.level == "amber" and result.headline == "Newest backup not verified by a restore"
+    assert name in result.reasons[0]
+    assert runner.invoke(args=["backup", "drill"]).exit_code == 0
+    result = health(app)
+    assert result.level == "green" and not any("restore" in reason for reason in result.reasons)
+
+
+def test_a_failed_drill_of_the_newest_backup_is_red_with_its_reason(app, runner):
+    schedule = add_schedule(app)
+    name = Path(make_backup(runner, "database", drill=False)).name
+    add_run(app, schedule, "finished", timedelta(0))
+    with app.app_context():
+        db.session.add(ArchiveTrial(archive_name=name, kind="drill", ok=False, started_by="scheduler",
+                                    reason="Table order_lines, the row with id 7: product_id 99 refers to no row of "
+                                           "products.", seconds=1.0))
+        db.session.commit()
+    result = health(app)
+    assert result.level == "red" and result.headline == "Restore drill failed"
+    assert "order_lines" in result.reasons[0] and name in result.reasons[0]
+
+
+def test_a_newer_backup_not_drilled_yet_is_fine_while_an_older_one_passed_this_week(app, runner):
+    schedule = add_schedule(app)
+    make_backup(runner, "database")  # drilled
+    newest = Path(make_backup(runner, "database", drill=False)).name
+    add_run(app, schedule, "finished", timedelta(0))
+    result = health(app)
+    assert result.level == "green"
+    assert any("has not been restored yet" in reason for reason in result.reasons)
+    assert newest not in " ".join(result.reasons)

@@ -168,6 +168,7 @@ def test_an_export_cannot_be_pinned(app, admin, runner):
 
 def test_the_health_badge_is_on_the_page_and_the_dashboard_for_super_admins_only(app, client, as_role, runner):
     runner.invoke(args=["backup", "create", "--parts", "both"])
+    assert runner.invoke(args=["backup", "drill"]).exit_code == 0  # a backup never restored would be amber
     as_role("super_admin")
     page = client.get(f"{WIZARD}/").data
     assert b'data-health="green"' in page and b"Last backup" in page

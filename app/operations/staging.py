@@ -1,0 +1,109 @@
+"""Staging: an archive restored into a scratch store that is kept, and served read-only at /staging/.
+
+The storefront of the staging copy is rendered by this same application, built a second time with
+the scratch store as its store database and folder (``storefront_app``); the live app forwards GET
+requests under /staging/ to it, for super-admins at maintainer addresses only. Before it is served,
+the copy's payment and mail settings are blanked (``NEUTRALISED``), so nothing in it can charge a card
+or send mail with the real store's credentials. One staging copy at a time; "Discard staging" drops it.
+"""
+import sqlalchemy as sa
+from flask import current_app
+
+from app import audit
+from app.extensions import db
+from app.operations import archives, trials
+from app.snapshot.scratch import ScratchStore
+
+STAGING_FOLDER = "staging"
+# Settings blanked in a staging copy: every secret, and every payment or mail setting.
+NEUTRALISED = "is_secret OR key LIKE 'payments.%' OR key LIKE 'mail.%' OR key LIKE 'smtp.%'"
+_APPS = {}  # scratch token -> the storefront app serving it (built once per process)
+
+
+def storefront_app(scratch, label):
+    """This application, configured with the scratch store as its store, for rendering its storefront."""
+    from app import create_app  # the factory imports every blueprint; only staging and trials need it here
+
+    config = {key: value for key, value in current_app.config.items() if key.isupper()}
+    config.update(SQLALCHEMY_DATABASE_URI=scratch.url.render_as_string(hide_password=False),
+                  UPLOADS_DIR=str(scratch.uploads_dir), STAGING_FROM=label, APPLICATION_ROOT="/staging",
+                  SERVER_NAME=None)
+    return create_app("testing" if current_app.testing else None, config)
+
+
+def dispose(app):
+    with app.app_context():
+        db.session.remove()
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+def _root():
+    return trials.scratch_root() / STAGING_FOLDER
+
+
+def current():
+    """The kept staging copy (a ScratchStore with .info), or None."""
+    root = _root()
+    if not root.is_dir():
+        return None
+    for folder in sorted(root.iterdir()):
+        store = ScratchStore.reopen(folder, db.engine)
+        if store is not None:
+            return store
+    return None
+
+
+def create(name, caller, progress=None):
+    """Restore the kept archive ``name`` into a new staging copy (replacing any previous one)."""
+    discard(caller, quiet=True)
+    root = _root()
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = ScratchStore.create(db.engine, root)
+    try:
+        with archives._readable(name) as local:
+            result, plan = trials.load(local, store, progress=progress)
+        with store.engine.begin() as connection:
+            blanked = connection.scalars(sa.text(f"SELECT key FROM settings WHERE {NEUTRALISED} ORDER BY key")).all()
+            connection.execute(sa.text(f"UPDATE settings SET value = '' WHERE {NEUTRALISED}"))
+        store.remember(archive=name, created_by=caller.name, neutralised=list(blanked),
+                       rows=sum(result.row_counts.values()), files=result.file_count)
+    except BaseException:
+        store.drop()
+        raise
+    audit.record("staging.create", target=name, detail=f"settings blanked: {', '.join(blanked) or 'none'}",
+                 actor=caller.actor, client_ip=caller.client_ip)
+    return {"archive": name, "neutralised": list(blanked), "rows": sum(result.row_counts.values()),
+            "files": result.file_count, "upgrade": plan}
+
+
+def discard(caller, quiet=False):
+    """Drop the staging copy (its database schema or file, and its folder)."""
+    store = current()
+    if store is None:
+        return False
+    app = _APPS.pop(store.token, None)
+    if app is not None:
+        dispose(app)
+    name = store.info.get("archive", "")
+    store.drop()
+    if not quiet:
+        audit.record("staging.discard", target=name, actor=caller.actor, client_ip=caller.client_ip)
+    return True
+
+
+def app_for(store):
+    """The storefront app serving the staging copy (built on first use)."""
+    app = _APPS.get(store.token)
+    if app is None:
+        app = _APPS[store.token] = storefront_app(store, store.info.get("archive", "an archive"))
+    return app
+
+
+def serves(app, path):
+    """Only storefront pages are served from a staging copy (never its admin or its login)."""
+    try:
+        endpoint, _ = app.url_map.bind("staging.invalid", script_name="/staging").match(path, method="GET")
+    except Exception:  # werkzeug's NotFound / MethodNotAllowed / RequestRedirect: not a storefront page
+        return False
+    return endpoint.startswith("storefront.")
