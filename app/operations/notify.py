@@ -29,7 +29,7 @@ PAGE = "/admin/tools/backup"
 ACTOR = "notify"
 # The end states worth a message, per kind ("finished" only with NOTIFY_ON_SUCCESS).
 PROBLEMS = {"backup": ("failed", "lost", "skipped"), "restore": ("failed", "lost", "skipped"),
-            "export": ("failed", "lost"), "copy": ("failed", "lost")}
+            "export": ("failed", "lost"), "copy": ("failed", "lost"), "trial": ("failed", "lost")}
 SUCCESS_KINDS = ("backup", "restore")
 PART_WORDS = {"database": "the database", "files": "the uploaded files",
               "both": "the database and the uploaded files"}
@@ -71,9 +71,16 @@ def _claim(run):
     return done is None
 
 
+def _trial_words(run):
+    """'Restore drill', 'Verify by restore' or 'Dry run' for a trial run."""
+    return {"drill": "Restore drill", "verify": "Verify by restore"}.get((run.options or {}).get("trial"), "Dry run")
+
+
 def title(run):
-    """'Scheduled backup failed', 'Restore did not finish', 'Export failed' ..."""
+    """'Scheduled backup failed', 'Restore did not finish', 'Export failed', 'Restore drill failed' ..."""
     what = "Off-site copy" if run.kind == "copy" else run.kind.capitalize()
+    if run.kind == "trial":
+        what = _trial_words(run)
     if run.schedule_id is not None:
         what = f"Scheduled {run.kind}"
     return f"{what} {STATE_WORDS.get(run.state, run.state)}"
@@ -96,6 +103,10 @@ def _advice(run):
                  "Check the storefront and the backup page to be sure.")
     elif run.kind == "export":
         retry, first = "flask backup export", "Your store was not changed."
+    elif run.kind == "trial":
+        retry = f"flask backup drill {(run.options or {}).get('name', '')}".rstrip()
+        first = ("The backup could not be restored into a scratch store (the live store was not touched): until "
+                 "this is solved, do not count on it. Make a new backup and verify it; keep older backups that pass.")
     elif run.kind == "copy":
         retry = f"flask backup copy {(run.options or {}).get('name', 'ARCHIVE')}"
         first = ("The backup itself is kept on the server, and retention keeps it until a copy is verified; "
@@ -120,7 +131,10 @@ def body(run):
     store = current_app.config["STORE_NAME"]
     parts = PART_WORDS.get(run.parts, run.parts or "the store")
     scheduled = "scheduled " if run.schedule_id is not None else ""
-    if run.kind == "copy":
+    if run.kind == "trial":
+        first = (f"The {_trial_words(run).lower()} of {(run.options or {}).get('name', 'a backup')} of {store} "
+                 f"{STATE_WORDS.get(run.state, run.state)}.")
+    elif run.kind == "copy":
         first = f"The off-site copy of {(run.options or {}).get('name', 'a backup')} of {store} {STATE_WORDS.get(run.state, run.state)}."
     else:
         first = f"The {scheduled}{run.kind} of {parts} of {store} {STATE_WORDS.get(run.state, run.state)}."

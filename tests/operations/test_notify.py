@@ -19,7 +19,10 @@ from redis.retry import Retry
 from app.extensions import db
 from app.models import AuditEvent, BackupSchedule, JobRun, User
 from app.operations.notify import notify_run
+from app.operations import Caller
+from app.operations.runs import start_run
 from tests.helpers import FAST_HASH, free_port, start
+from tests.operations.test_trials import ORPHAN_LINE, broken, seed
 
 
 class Inbox:
@@ -227,3 +230,19 @@ def test_without_redis_the_audit_log_keeps_a_run_from_being_notified_twice(app, 
         notify_run(run)
         app.extensions.pop("redis").close()
     assert len(inbox) == 1
+
+
+def test_a_failed_drill_sends_an_email_that_names_the_broken_row(app, inbox, run_worker):
+    seed(app)
+    name = broken(app, ORPHAN_LINE).name
+    with app.app_context():
+        run_id = start_run("trial", Caller("scheduler"), options={"trial": "drill", "name": name}).id
+    run_worker()
+    run = get_run(app, run_id)
+    assert run.state == "failed" and "order_lines" in run.error
+    assert len(inbox) == 1
+    _, message = inbox[0]
+    assert message["Subject"] == f"[{app.config['STORE_NAME']}] Restore drill failed"
+    text = message.get_content()
+    assert f"The restore drill of {name}" in text and "888888" in text
+    assert f"flask backup drill {name}" in text and "the live store was not touched" in text
