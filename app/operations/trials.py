@@ -28,6 +28,8 @@ from app.snapshot.scratch import ScratchStore, TrialFailed, bring_forward, check
 __all__ = ["TrialFailed", "upgrade_plan", "upgrade_sentence", "scratch_root", "scratch_store", "try_archive",
            "restorable", "record", "latest_trials", "verified_at", "check_storefront"]
 FORWARD_PREFIX = "forward-"
+# A scratch store (or brought-forward archive) untouched this long belongs to a process that died.
+STALE_SECONDS = 6 * 3600
 
 
 def scratch_root():
@@ -61,9 +63,22 @@ def upgrade_sentence(plan):
             f"{plan['to']} ({n} migration{'s' if n != 1 else ''}).")
 
 
+def remove_stale():
+    """What killed processes left in the scratch folder: scratch stores (and their PostgreSQL schemas) and
+    brought-forward archives untouched for STALE_SECONDS."""
+    root = scratch_root()
+    removed = ScratchStore.remove_stale(root, db.engine, STALE_SECONDS)
+    for folder in root.glob(f"{FORWARD_PREFIX}*"):
+        if time.time() - folder.stat().st_mtime > STALE_SECONDS:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 @contextmanager
 def scratch_store():
     """A fresh scratch store on the live store's engine type, dropped after the block."""
+    remove_stale()
     store = ScratchStore.create(db.engine, scratch_root())
     try:
         yield store

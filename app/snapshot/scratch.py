@@ -82,6 +82,7 @@ class ScratchStore:
         store = cls(live_engine, root)
         store.folder.mkdir(mode=0o700, parents=True)
         store.uploads_dir.mkdir(mode=0o700)
+        store.remember()  # before the schema: a process killed from here on leaves something remove_stale finds
         if store.schema:
             with live_engine.begin() as connection:
                 connection.exec_driver_sql(f'CREATE SCHEMA "{store.schema}"')
@@ -101,6 +102,22 @@ class ScratchStore:
         store = cls(live_engine, folder.parent, token=token)
         store.info = state.get("info", {})
         return store
+
+    @classmethod
+    def remove_stale(cls, root, live_engine, older_than):
+        """Drop the scratch stores under ``root`` untouched for ``older_than`` seconds: left behind by a
+        process that was killed (a live trial works on its own every few seconds). Returns their folders."""
+        removed = []
+        for folder in Path(root).glob("scratch-*"):
+            try:
+                stale = time.time() - (folder / STATE_FILE).stat().st_mtime > older_than
+            except OSError:
+                continue
+            store = cls.reopen(folder, live_engine) if stale else None
+            if store is not None:
+                store.drop()
+                removed.append(folder)
+        return removed
 
     def remember(self, **info):
         """Write what the scratch store holds beside it (for a kept staging copy)."""

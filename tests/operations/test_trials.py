@@ -21,7 +21,7 @@ from app.operations.schedules import tick
 from app.operations.trials import TrialFailed
 from app.schema import code_revision
 from app.seed import seed_demo
-from app.snapshot import IncompatibleArchive
+from app.snapshot import IncompatibleArchive, SnapshotError
 from app.snapshot.scratch import ScratchStore
 from tests.helpers import app_overrides, dispose
 from tests.snapshot import hostile
@@ -288,3 +288,31 @@ def test_a_staging_copy_is_served_with_a_banner_and_blanked_settings_and_is_disc
         if db.engine.dialect.name == "postgresql":
             with db.engine.connect() as connection:
                 assert connection.scalar(sa.text("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'scratch_%'")) == 0
+
+
+@pytest.mark.parametrize("revision", ["head", "base", "heads", "-1", "2c30", "2c3096c25b7f@head", ""])
+def test_a_revision_that_is_not_one_of_ours_is_refused_before_any_migration_runs(app, tmp_path, revision):
+    members, manifest = hostile.read(BEFORE_SLUGS)
+    manifest["schema_revision"] = revision
+    source = hostile.write(tmp_path / BEFORE_SLUGS.name, members, manifest, KEY)
+    with app.app_context():
+        with pytest.raises(SnapshotError, match="which this application does not know"):
+            run_trial("dry run", source, COMMAND_LINE)
+        assert list((Path(app.config["BACKUPS_DIR"]) / "scratch").iterdir()) == []
+
+
+def test_scratch_stores_left_by_a_killed_process_are_removed_by_the_next_trial(any_app):
+    with any_app.app_context():
+        root = Path(any_app.config["BACKUPS_DIR"]) / "scratch"
+        root.mkdir(parents=True, exist_ok=True)
+        left = ScratchStore.create(db.engine, root)  # as a worker killed mid-trial leaves it
+        fresh = ScratchStore.create(db.engine, root)  # another trial, running now
+        old = 7 * 3600
+        os.utime(left.folder / "scratch.json", (os.path.getmtime(left.folder) - old,) * 2)
+        run_trial("dry run", backup(any_app), COMMAND_LINE)
+        assert not left.folder.exists() and fresh.folder.exists()
+        if db.engine.dialect.name == "postgresql":
+            with db.engine.connect() as connection:
+                schemas = set(connection.scalars(sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'scratch_%'")))
+            assert schemas == {fresh.schema}
+        fresh.drop()
