@@ -57,9 +57,9 @@ def create_app(config_name=None, overrides=None):
 def _register_blueprints_and_gates(app):
     """Every area and, in one explicit call, the gate in front of each. The blueprints are imported
     here, not at the top, so that importing the package (as jobs and the CLI do) pulls in none."""
-    from app import admin, auth, backup, health, platform, storefront
+    from app import admin, auth, backup, health, platform, staging_site, storefront
 
-    for area in (auth, admin, backup, health, platform, storefront):
+    for area in (auth, admin, backup, health, platform, staging_site, storefront):
         app.register_blueprint(area.bp)
     access.install(
         app,
@@ -68,6 +68,7 @@ def _register_blueprints_and_gates(app):
             "backup": access.store_admin_gate(backup.MAINTAINER_EXEMPT),
             "platform": access.platform_gate(platform.PUBLIC_ENDPOINTS),
             "health": access.token_gate("HEALTH_TOKEN"),
+            "staging": access.store_admin_gate(staging_site.MAINTAINER_EXEMPT),
         },
         large_bodies={"backup.upload_restore": backup.prepare_upload},
     )

@@ -31,6 +31,8 @@ class RestoreForm(_GateCheckedForm):
     parts = RadioField("Restore", choices=[SelectChoice(p, RESTORE_LABELS[p]) for p in PARTS],
                        validators=[InputRequired("Choose what to restore from the parts this archive contains.")])
     safety = BooleanField("Take a safety backup of the current store first", default=True)
+    # Checked on the page unless the archive already passed a trial (the review sets it: ``suggest_try_first``).
+    try_first = BooleanField("Try it first in a scratch store, and restore only if it passes")
     other_store = BooleanField("This archive is from another store; restore it here anyway")
     # Required (no default) when the review found privileges that would rise or return.
     accounts = RadioField("Users and roles", choices=[
@@ -44,6 +46,14 @@ class RestoreForm(_GateCheckedForm):
     def offer_parts(self, archive_parts):
         """Only the parts the archive holds: all three when it holds both, else just its one."""
         self.parts.choices = [SelectChoice(p, RESTORE_LABELS[p]) for p in PARTS if archive_parts == "both" or p == archive_parts]
+
+    def suggest_try_first(self, verified_at):
+        """A new review's default: try it first, unless the archive already passed a trial."""
+        self.try_first.data = verified_at is None
+
+    def keep_accounts(self):
+        """Restore everything but the accounts (today's users and roles stay)?"""
+        return self.parts.data != "files" and self.accounts.data == "keep"
 
 
 FREQUENCIES = [SelectChoice("daily", "Every day"), SelectChoice("weekly", "Every week"),

@@ -10,13 +10,16 @@ from flask import (
 from app import audit
 from app.audit import actor_name
 from app.backup.forms import BackupForm, RestoreForm
-from app.backup.views import archives_view, automation_context, progress_of
+from app.backup.views import (
+    archive_card_run, archives_view, automation_context, dry_run_of, progress_of, review_view, run_title, staging_view,
+    trial_kind, upgrade_sentence, without_not_touched,
+)
 from app.extensions import db, htmx
 from app.models import JobRun
 from app.models.store import utcnow
-from app.operations import Caller, RunRefused, archives, health, incoming, offsite, review
+from app.operations import Caller, RunRefused, archives, health, incoming, offsite, review, staging
 from app.operations.procedures import check_export_allowed
-from app.operations.runs import FINAL_STATES, reconcile, start_run
+from app.operations.runs import ACTIVE_STATES, FINAL_STATES, reconcile, start_run
 from app.operations.runs import cancel_run as cancel
 from app.security.access import deny_outside_network, is_maintainer_ip, outside_network_reason
 from app.security.client import client_ip_text
@@ -67,7 +70,9 @@ def index():
         "backup/index.html",
         client_ip=client_ip_text(),
         outside_reason=None if maintainer else outside_network_reason(),
-        cards={kind: _card_run(kind) for kind in ("export", "backup", "restore")},
+        cards={**{kind: _card_run(kind) for kind in ("export", "backup", "restore")},
+               "archive": archive_card_run(maintainer, RECENT)},
+        staging_copy=staging_view() if maintainer else None,
         backup_form=BackupForm(formdata=None),
         destinations=[d for d in offsite.list_destinations() if d["enabled"]] if maintainer else [],
         usage=archives.folder_usage(),
@@ -197,11 +202,32 @@ def confirm_restore(run_id):
     options = dict(inspection.options, safety=form.safety.data, inspection=run_id, sha256=result.get("sha256"),
                    losses=losses_now,
                    other_store=bool(result.get("other_store")),
-                   keep_accounts=form.parts.data != "files" and form.accounts.data == "keep")
+                   keep_accounts=form.keep_accounts(), try_first=bool(form.try_first.data))
     # One confirmation per inspection: the restore's id is derived from it, so a second one is refused.
     if db.session.get(JobRun, restore_run_id(run_id)) is not None:
         return _refusal("This archive was already confirmed for a restore; check it again to restore it again.", 409)
     return _start("restore", parts=form.parts.data, options=options, run_id=restore_run_id(run_id))
+
+
+@bp.post("/restore/<run_id>/try")
+def try_restore(run_id):
+    """"Try it first": a dry run of the reviewed archive, with the parts and accounts chosen in the review's
+    form, restored into a scratch store (never the live one); its card shows in the review."""
+    inspection = db.get_or_404(JobRun, run_id)
+    if inspection.kind != "inspect" or inspection.state != "finished":
+        return _refusal("This archive has not been checked successfully; upload it again.", 409)
+    if db.session.get(JobRun, restore_run_id(run_id)) is not None:
+        return _refusal("This archive was already confirmed for a restore; check it again to try it.", 409)
+    form = RestoreForm()
+    form.offer_parts((inspection.result or {}).get("summary", {}).get("parts"))
+    if not form.parts.validate(form):
+        return _refusal(form.parts.errors[0], 400)
+    running = dry_run_of(inspection)
+    if running is not None and reconcile(running).state in ACTIVE_STATES:
+        return _status_response(running)  # one dry run at a time per review: show the one under way
+    source = {key: inspection.options.get(key) for key in ("source", "name", "original_name")}
+    return _start("trial", parts=form.parts.data, options={
+        "trial": "dry run", **source, "keep_accounts": form.keep_accounts(), "inspection": inspection.id})
 
 
 def _stale_review(inspection, form):
@@ -265,22 +291,75 @@ def cancel_run(run_id):
 
 def _status_response(run, form=None, form_error=None, status=None):
     view = progress_of(run)
+    review_extra = None
     download_url = None
     if run.state == "finished" and run.kind in ("export", "backup") and run.archive_name:
         download_url = url_for("backup.download_archive", name=run.archive_name)
     if request.accept_mimetypes.best == "application/json":
         return jsonify(state=view["state"], phase=view["phase"], percent=view["percent"], message=view["message"],
                        done=view["done"], total=view["total"], unit=view["unit"], download_url=download_url)
-    if form is None and run.kind == "inspect" and run.state == "finished":
-        form = RestoreForm(formdata=None)
-        form.offer_parts((run.result or {}).get("summary", {}).get("parts"))
+    if run.kind == "inspect" and run.state == "finished":
+        review_extra = review_view(run)
+        if form is None:
+            form = RestoreForm(formdata=None)
+            form.offer_parts((run.result or {}).get("summary", {}).get("parts"))
+            form.suggest_try_first(review_extra["verified_at"])
     body = render_template("backup/_status.html", run=run, view=view, download_url=download_url,
-                           store_name=current_app.config["STORE_NAME"], form=form, form_error=form_error)
+                           store_name=current_app.config["STORE_NAME"], form=form, form_error=form_error,
+                           review_extra=review_extra)
+    if htmx and run.kind in ("trial", "staging") and run.state in FINAL_STATES:
+        body += _after_trial(run)
     if status is not None:
         return body, status
     if htmx and run.state in FINAL_STATES:
         return body, STOP_POLLING
     return body
+
+
+@bp.context_processor
+def card_helpers():
+    """What the run cards' templates call (also when a card is included in another fragment)."""
+    return {"run_title": run_title, "trial_kind": trial_kind, "upgrade_sentence": upgrade_sentence,
+            "without_not_touched": without_not_touched, "progress_of": progress_of}
+
+
+def _after_trial(run):
+    """Sent with a trial's or a staging copy's final card, out of band: the kept archives (each row shows its
+    newest trial) and the staging section, so the page says what changed without a reload."""
+    extra = render_template("backup/_archives_area.html", oob=True, **archives_view(True))
+    if run.kind == "staging":
+        extra += render_template("backup/_staging.html", oob=True, staging_copy=staging_view())
+    return extra
+
+
+@bp.post("/archives/<name>/verify")
+def verify_archive(name):
+    """Verify: restore a kept backup into a scratch store, check it there and open its storefront."""
+    info = _backup_only(get_archive(name), "verified")
+    return _start("trial", options={"trial": "verify", "source": "kept", "name": info.name,
+                                    "original_name": info.name})
+
+
+@bp.post("/archives/<name>/staging")
+def stage_archive(name):
+    """Restore a kept backup into the staging copy (replacing the last one), served read-only at /staging/."""
+    info = _backup_only(get_archive(name), "restored into staging")
+    return _start("staging", options={"name": info.name})
+
+
+def _backup_only(info, what):
+    if info.kind != "backup":
+        abort(400, description=f"{info.name} is an export: exports leave out passwords and secrets and cannot be "
+                               f"{what}. Choose a backup.")
+    return info
+
+
+@bp.post("/staging/discard")
+def discard_staging():
+    staging.discard(caller())
+    if not htmx:
+        return redirect(url_for("backup.index"))
+    return render_template("backup/_staging.html", staging_copy=None, discarded=True)
 
 
 @bp.get("/archives/<name>")

@@ -93,7 +93,10 @@ def discard(caller, quiet=False):
 
 
 def app_for(store):
-    """The storefront app serving the staging copy (built on first use)."""
+    """The storefront app serving the staging copy (built on first use). Apps of copies that were replaced
+    or discarded (by a worker, or another web process) are disposed of here."""
+    for token in [t for t in _APPS if t != store.token]:
+        dispose(_APPS.pop(token))
     app = _APPS.get(store.token)
     if app is None:
         app = _APPS[store.token] = storefront_app(store, store.info.get("archive", "an archive"))
