@@ -33,7 +33,7 @@ def call(client, method, url, **kwargs):
     return client.open(url, method=method, **kwargs)
 
 
-@pytest.mark.parametrize("area", ["backup", "admin"])
+@pytest.mark.parametrize("area", ["backup", "admin", "staging"])
 def test_store_areas_send_anonymous_users_to_login(app, client, area):
     for endpoint, method, url in protected_routes(app, area):
         response = call(client, method, url)
@@ -45,16 +45,18 @@ def test_store_areas_send_anonymous_users_to_login(app, client, area):
 
 
 @pytest.mark.parametrize("role", [r for r in ROLES if r != "super_admin"])
-def test_backup_area_refuses_lower_roles(app, client, as_role, role):
+@pytest.mark.parametrize("area", ["backup", "staging"])
+def test_backup_area_refuses_lower_roles(app, client, as_role, role, area):
     as_role(role)
-    for endpoint, method, url in protected_routes(app, "backup"):
+    for endpoint, method, url in protected_routes(app, area):
         response = call(client, method, url)
         assert response.status_code == 403, (role, endpoint, method, response.status_code)
 
 
-def test_backup_area_refuses_platform_operators(app, client, as_operator):
+@pytest.mark.parametrize("area", ["backup", "staging"])
+def test_backup_area_refuses_platform_operators(app, client, as_operator, area):
     as_operator()
-    for endpoint, method, url in protected_routes(app, "backup"):
+    for endpoint, method, url in protected_routes(app, area):
         assert call(client, method, url).status_code == 302, endpoint
 
 
@@ -70,6 +72,13 @@ def test_maintainer_endpoints_refuse_super_admin_outside_network(app, outside_cl
         else:
             assert response.status_code == 403, (endpoint, method, response.status_code)
             assert OUTSIDE_IP.encode() in response.data
+
+
+def test_the_staging_copy_refuses_a_super_admin_outside_the_maintainer_networks(app, outside_client, as_role):
+    as_role("super_admin", outside_client)
+    for endpoint, method, url in protected_routes(app, "staging"):
+        response = call(outside_client, method, url)
+        assert response.status_code == 403 and OUTSIDE_IP.encode() in response.data, (endpoint, method)
 
 
 def test_platform_area_refuses_anonymous_and_store_users(app, client, as_role):
