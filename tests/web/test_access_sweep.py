@@ -21,7 +21,7 @@ def protected_routes(app, prefix):
         for rule in app.url_map.iter_rules():
             if not rule.endpoint.startswith(prefix + "."):
                 continue
-            values = {arg: sample_value(rule._converters[arg]) for arg in rule.arguments}
+            values = {arg: sample_value(rule._converters[arg]) for arg in rule.arguments if arg in rule._converters}
             url = app.url_for(rule.endpoint, **values)
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
                 routes.append((rule.endpoint, method, url))
