@@ -29,6 +29,7 @@ def create_app(config_name=None, overrides=None):
     app.request_class = UploadRequest
     app.config.from_object(config_class)
     app.config.update(overrides or {})
+    app.extensions["factory"] = create_app  # a second app (a staging copy's storefront) without imports
     for key in ("UPLOADS_DIR", "BACKUPS_DIR"):
         Path(app.config[key]).mkdir(parents=True, exist_ok=True, mode=0o700)
     _create_sqlite_files(app)

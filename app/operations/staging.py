@@ -7,7 +7,6 @@ the copy's payment and mail settings are blanked (``NEUTRALISED``), so nothing i
 or send mail with the real store's credentials. One staging copy at a time; "Discard staging" drops it.
 """
 import sqlalchemy as sa
-from flask import current_app
 
 from app import audit
 from app.extensions import db
@@ -18,24 +17,6 @@ STAGING_FOLDER = "staging"
 # Settings blanked in a staging copy: every secret, and every payment or mail setting.
 NEUTRALISED = "is_secret OR key LIKE 'payments.%' OR key LIKE 'mail.%' OR key LIKE 'smtp.%'"
 _APPS = {}  # scratch token -> the storefront app serving it (built once per process)
-
-
-def storefront_app(scratch, label):
-    """This application, configured with the scratch store as its store, for rendering its storefront."""
-    from app import create_app  # the factory imports every blueprint; only staging and trials need it here
-
-    config = {key: value for key, value in current_app.config.items() if key.isupper()}
-    config.update(SQLALCHEMY_DATABASE_URI=scratch.url.render_as_string(hide_password=False),
-                  UPLOADS_DIR=str(scratch.uploads_dir), STAGING_FROM=label, APPLICATION_ROOT="/staging",
-                  SERVER_NAME=None)
-    return create_app("testing" if current_app.testing else None, config)
-
-
-def dispose(app):
-    with app.app_context():
-        db.session.remove()
-        for engine in db.engines.values():
-            engine.dispose()
 
 
 def _root():
@@ -84,7 +65,7 @@ def discard(caller, quiet=False):
         return False
     app = _APPS.pop(store.token, None)
     if app is not None:
-        dispose(app)
+        trials.dispose(app)
     name = store.info.get("archive", "")
     store.drop()
     if not quiet:
@@ -96,10 +77,10 @@ def app_for(store):
     """The storefront app serving the staging copy (built on first use). Apps of copies that were replaced
     or discarded (by a worker, or another web process) are disposed of here."""
     for token in [t for t in _APPS if t != store.token]:
-        dispose(_APPS.pop(token))
+        trials.dispose(_APPS.pop(token))
     app = _APPS.get(store.token)
     if app is None:
-        app = _APPS[store.token] = storefront_app(store, store.info.get("archive", "an archive"))
+        app = _APPS[store.token] = trials.storefront_app(store, store.info.get("archive", "an archive"))
     return app
 
 

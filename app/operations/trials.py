@@ -139,9 +139,7 @@ def try_archive(source, *, parts=None, keep_accounts=False, storefront=False, pr
 def check_storefront(scratch, label):
     """The storefront's home page and the first active product's page, rendered by this application
     against the scratch store: both must answer 200 and show the product."""
-    from app.operations import staging  # the storefront app is built only when a trial asks for it
-
-    app = staging.storefront_app(scratch, label)
+    app = storefront_app(scratch, label)
     try:
         with scratch.engine.connect() as connection:
             product = connection.execute(sa.text(
@@ -158,7 +156,25 @@ def check_storefront(scratch, label):
                               "restored store, or did not show the product.", table="products")
         return [f"the storefront's home page and the page of {product.name!r} render"]
     finally:
-        staging.dispose(app)
+        dispose(app)
+
+
+def storefront_app(scratch, label):
+    """This application built a second time with the scratch store as its store database and folder, to
+    render its storefront. The factory registered itself in the app (``app.extensions["factory"]``), so
+    the operations layer builds it without importing a blueprint."""
+    config = {key: value for key, value in current_app.config.items() if key.isupper()}
+    config.update(SQLALCHEMY_DATABASE_URI=scratch.url.render_as_string(hide_password=False),
+                  UPLOADS_DIR=str(scratch.uploads_dir), STAGING_FROM=label, APPLICATION_ROOT="/staging",
+                  SERVER_NAME=None)
+    return current_app.extensions["factory"]("testing" if current_app.testing else None, config)
+
+
+def dispose(app):
+    with app.app_context():
+        db.session.remove()
+        for engine in db.engines.values():
+            engine.dispose()
 
 
 @contextmanager

@@ -20,6 +20,13 @@ UTC = timezone.utc
 PARIS = "Europe/Paris"
 
 
+@pytest.fixture(autouse=True)
+def no_drills(app):
+    """The weekly drill the tick also starts is tested in tests/operations/test_trials.py; here it would add
+    a run to every tick after a backup."""
+    app.config["DRILL_EVERY_DAYS"] = 0
+
+
 def utc(text):
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
