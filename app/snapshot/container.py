@@ -13,6 +13,7 @@ unsigned cost more than a few reads:
    member's local header and data range checked: inside the file, before the central directory,
    no two ranges overlapping (overlapping entries turn a small archive into a huge restore).
 """
+import errno
 import hashlib
 import hmac
 import json
@@ -21,6 +22,7 @@ import re
 import secrets
 import stat
 import struct
+import tempfile
 import zipfile
 import zlib
 from datetime import datetime, timezone
@@ -476,52 +478,371 @@ class _MemberReader:
         self.close()
 
 
-class Writer:
-    """Streams members into a new archive and records each one's size and SHA-256 for the manifest."""
+# --- writing --------------------------------------------------------------------------------------------------------
+#
+# Archives are written by the code below, not by zipfile: each member's size, CRC-32 and SHA-256 are computed while
+# its bytes go out, the per-member records are spooled to an anonymous temporary file (memory does not grow with the
+# member count), a part can be produced into a segment file beside the archive while another part streams into the
+# archive, and the finished archive is checked by reading back its end records, central directory and local
+# headers (never the member data again). The records are the ones zipfile writes with ``force_zip64=True``.
 
-    def __init__(self, path):
-        self.zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
-        self.members = {}
+ZIP64_LIMIT = (1 << 31) - 1       # as zipfile: past this, sizes and offsets go into the ZIP64 extra field
+ZIP_VERSION = 45                  # ZIP64
+MADE_ON_UNIX = 3
+FILE_ATTRIBUTES = (stat.S_IFREG | 0o600) << 16
+WRITE_BLOCK = 1024 * 1024         # file data is read and written in blocks of this size
+RECORD_BLOCK = 256 * 1024         # records, manifest and directory: small blocks, so they cost no memory to speak of
+_ZIP64_LOCAL = struct.Struct("<2H2Q")        # tag 1, 16 bytes: size, compressed size
+_RECORD = struct.Struct("<QQL32sHH")          # a spooled member: offset, size, CRC, SHA-256, flags, name length
+
+
+class Stopped(Exception):
+    """The part being written was asked to stop (the other part failed, or the run was cancelled)."""
+
+
+def _dos_stamp(now=None):
+    t = now or datetime.now(timezone.utc)
+    return (t.hour << 11) | (t.minute << 5) | (t.second // 2), ((t.year - 1980) << 9) | (t.month << 5) | t.day
+
+
+def _encode_name(name):
+    try:
+        return name.encode("ascii"), 0
+    except UnicodeEncodeError:
+        return name.encode("utf-8"), 0x800   # the UTF-8 flag, as zipfile sets it
+
+
+def _local_header(raw_name, flags, crc, size, stamp):
+    return (_LOCAL.pack(b"PK\x03\x04", ZIP_VERSION, 0, flags, 0, stamp[0], stamp[1], crc, _U32, _U32,
+                        len(raw_name), _ZIP64_LOCAL.size) + raw_name + _ZIP64_LOCAL.pack(1, 16, size, size))
+
+
+def _central_record(offset, size, crc, flags, raw_name, stamp):
+    extra = []
+    if size > ZIP64_LIMIT:
+        extra += [size, size]
+        size_field = _U32
+    else:
+        size_field = size
+    if offset > ZIP64_LIMIT:
+        extra.append(offset)
+        offset_field = _U32
+    else:
+        offset_field = offset
+    extra_bytes = struct.pack(f"<2H{len(extra)}Q", 1, 8 * len(extra), *extra) if extra else b""
+    return (_CENTRAL.pack(b"PK\x01\x02", ZIP_VERSION, MADE_ON_UNIX, ZIP_VERSION, 0, flags, 0, stamp[0], stamp[1],
+                          crc, size_field, size_field, len(raw_name), len(extra_bytes), 0, 0, 0, FILE_ATTRIBUTES,
+                          offset_field) + raw_name + extra_bytes)
+
+
+class _Records:
+    """Member records in write order: in memory up to RECORD_BLOCK bytes, then spilled to an anonymous temporary
+    file in the archive's folder, so a million members cost no more memory than a thousand."""
+
+    def __init__(self, folder):
+        self.folder, self.buffer, self.spill, self.count = folder, bytearray(), None, 0
+
+    def add(self, offset, size, crc, sha, flags, raw_name):
+        self.buffer += _RECORD.pack(offset, size, crc, sha, flags, len(raw_name))
+        self.buffer += raw_name
+        self.count += 1
+        if len(self.buffer) >= RECORD_BLOCK:
+            if self.spill is None:
+                self.spill = tempfile.TemporaryFile(dir=self.folder)
+            self.spill.seek(0, os.SEEK_END)
+            self.spill.write(self.buffer)
+            self.buffer.clear()
+
+    def __iter__(self):
+        """(offset, size, crc, sha256 digest, flags, raw name) in the order added."""
+        pending = b""
+        if self.spill is not None:
+            self.spill.flush()
+            self.spill.seek(0)
+            while block := self.spill.read(RECORD_BLOCK):
+                pending = yield from self._parse(pending + block)
+        rest = yield from self._parse(pending + bytes(self.buffer))
+        if rest:
+            raise ArchiveInvalid("The member records of the new archive are damaged; no archive was kept.")
+
+    @staticmethod
+    def _parse(data):
+        at, unpack, fixed = 0, _RECORD.unpack_from, _RECORD.size
+        while at + fixed <= len(data):
+            offset, size, crc, sha, flags, length = unpack(data, at)
+            if at + fixed + length > len(data):
+                break
+            yield offset, size, crc, sha, flags, data[at + fixed:at + fixed + length]
+            at += fixed + length
+        return data[at:]
+
+    def close(self):
+        if self.spill is not None:
+            self.spill.close()
+            self.spill = None
+
+
+class _Sink:
+    """ZIP members written one after another into a file descriptor, with their records."""
+
+    def __init__(self, fd, folder, stamp, stop=None):
+        self.fd, self.folder, self.stamp, self.stop = fd, folder, stamp, stop
+        self.offset = 0
+        self.records = _Records(folder)
+        self._buffer = None
+
+    def _write(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.offset += len(data)
+
+    def _check_stop(self):
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped()
 
     def member(self, name):
+        """A member streamed through ``write``; its local header is completed when it closes."""
+        self._check_stop()
         return _MemberStream(self, check_member_name(name))
 
-    def finish(self, manifest, signing_key):
-        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
-        # The manifest and the signature are always the last two members: the reader finds them there.
-        for name, payload in ((MANIFEST, data), (SIGNATURE, sign(data, signing_key).encode())):
-            info = zipfile.ZipInfo(name, date_time=datetime.now(timezone.utc).timetuple()[:6])
-            info.external_attr = (stat.S_IFREG | 0o600) << 16
-            self.zip.writestr(info, payload)
-        self.zip.close()
-
-    def abort(self):
+    def add_file(self, name, path, progress=None):
+        """Copy a regular file into a member, reading it once; returns its size, or None when it is not (or no
+        longer) a regular file. ``progress(n)`` is called with the bytes of each block."""
+        self._check_stop()
+        raw, flags = _encode_name(name)
         try:
-            self.zip.close()
-        except Exception:  # the file is about to be deleted; its state does not matter
-            pass
+            # O_NOFOLLOW: a symlink put in its place is refused; O_NONBLOCK: a FIFO cannot hang the backup.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENXIO, errno.ENOENT):
+                return None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            if self._buffer is None:
+                self._buffer = memoryview(bytearray(WRITE_BLOCK))
+            buffer, start = self._buffer, self.offset
+            want = min(st.st_size + 1, WRITE_BLOCK)
+            n = os.readv(fd, [buffer[:want]])
+            if n < want:  # the whole file in one read: one header, one write, no header to complete later
+                data = buffer[:n]
+                crc, digest = zlib.crc32(data), hashlib.sha256(data).digest()
+                header = _local_header(raw, flags, crc, n, self.stamp)
+                written = os.writev(self.fd, [header, data])
+                self.offset += written
+                if written < len(header) + n:  # a short write: the rest the slow way
+                    self._write((header + bytes(data))[written:])
+                self.records.add(start, n, crc, digest, flags, raw)
+                if progress:
+                    progress(n)
+                return n
+            self._write(_local_header(raw, flags, 0, 0, self.stamp))
+            crc, sha, size = 0, hashlib.sha256(), 0
+            while n:
+                data = buffer[:n]
+                crc = zlib.crc32(data, crc)
+                sha.update(data)
+                self._write(data)
+                size += n
+                if progress:
+                    progress(n)
+                self._check_stop()
+                n = os.readv(fd, [buffer])
+            os.pwrite(self.fd, _local_header(raw, flags, crc, size, self.stamp), start)
+            self.records.add(start, size, crc, sha.digest(), flags, raw)
+            return size
+        finally:
+            os.close(fd)
 
 
 class _MemberStream:
-    def __init__(self, writer, name):
-        self.writer, self.name = writer, name
-        info = zipfile.ZipInfo(name, date_time=datetime.now(timezone.utc).timetuple()[:6])
-        info.external_attr = (stat.S_IFREG | 0o600) << 16
-        self.stream = writer.zip.open(info, "w", force_zip64=True)
-        self.sha = hashlib.sha256()
-        self.size = 0
+    def __init__(self, sink, name):
+        self.sink, self.name = sink, name
+        self.raw, self.flags = _encode_name(name)
+        self.start = sink.offset
+        sink._write(_local_header(self.raw, self.flags, 0, 0, sink.stamp))
+        self.crc, self.sha, self.size = 0, hashlib.sha256(), 0
 
     def write(self, data):
-        self.stream.write(data)
+        self.sink._check_stop()
+        self.sink._write(data)
+        self.crc = zlib.crc32(data, self.crc)
         self.sha.update(data)
         self.size += len(data)
+        return len(data)
+
+    def flush(self):
+        pass
 
     def close(self):
-        self.stream.close()
-        self.writer.members[self.name] = {"size": self.size, "sha256": self.sha.hexdigest()}
+        os.pwrite(self.sink.fd, _local_header(self.raw, self.flags, self.crc, self.size, self.sink.stamp), self.start)
+        self.sink.records.add(self.start, self.size, self.crc, self.sha.digest(), self.flags, self.raw)
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, *exc):
-        self.close() if exc_type is None else self.stream.close()
+        if exc_type is None:
+            self.close()
+
+
+class Segment(_Sink):
+    """Members written into an anonymous temporary file beside the archive, to be appended to it whole
+    (``Writer.append``): so one part can be produced while another streams into the archive."""
+
+    def __init__(self, folder, stamp, stop=None):
+        self.file = tempfile.TemporaryFile(dir=folder)
+        super().__init__(self.file.fileno(), folder, stamp, stop)
+
+    def close(self):
+        self.records.close()
+        self.file.close()
+
+
+class Writer(_Sink):
+    """A new archive: members, then the manifest and its signature, then the central directory.
+
+    ``path`` exists (the caller created it, mode 0600). Nothing here holds per-member state in memory.
+    """
+
+    def __init__(self, path, stop=None):
+        self.path = Path(path)
+        super().__init__(os.open(self.path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC), self.path.parent,
+                         _dos_stamp(), stop)
+        self.segments = []
+        self.end = None
+
+    def segment(self):
+        segment = Segment(self.folder, self.stamp, self.stop)
+        self.segments.append(segment)
+        return segment
+
+    def append(self, segment):
+        """Copy a finished segment's bytes to the end of the archive (in the kernel) and take over its records."""
+        base, size, copied = self.offset, segment.offset, 0
+        while copied < size:
+            try:
+                n = os.copy_file_range(segment.fd, self.fd, size - copied, copied, base + copied)
+            except OSError as error:
+                if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                n = os.pwrite(self.fd, os.pread(segment.fd, min(WRITE_BLOCK, size - copied), copied), base + copied)
+            if n <= 0:
+                raise OSError(errno.EIO, "the part could not be copied into the archive")
+            copied += n
+        os.lseek(self.fd, base + size, os.SEEK_SET)
+        self.offset = base + size
+        for offset, member_size, crc, sha, flags, raw in segment.records:
+            self.records.add(base + offset, member_size, crc, sha, flags, raw)
+        segment.close()
+        self.segments.remove(segment)
+
+    def finish(self, manifest, signing_key):
+        """Write the manifest (``manifest`` plus a ``members`` object made from the records, streamed), its
+        signature, and the central directory; the manifest and the signature are the last two members."""
+        key = _key_bytes(signing_key)
+        mac = hmac.new(key, digestmod=hashlib.sha256)
+        text = json.dumps({**manifest, "members": {}}, indent=1, sort_keys=True)
+        marker = '\n "members": {}'
+        before, after = text.split(marker)  # a top-level key: no string can hold a raw newline
+        with self.member(MANIFEST) as out:
+            pending = [before, '\n "members": {']
+            size = sum(map(len, pending))
+            first = True
+            for _, member_size, _, sha, flags, raw in self.records:
+                name = raw.decode("utf-8" if flags & 0x800 else "ascii")
+                piece = f'{"" if first else ", "}{json.dumps(name)}: {{"sha256": "{sha.hex()}", "size": {member_size}}}'
+                first = False
+                pending.append(piece)
+                size += len(piece)
+                if size >= RECORD_BLOCK:
+                    data = "".join(pending).encode()
+                    mac.update(data)
+                    out.write(data)
+                    pending, size = [], 0
+            data = ("".join(pending) + "}" + after).encode()
+            mac.update(data)
+            out.write(data)
+        signature = mac.hexdigest().encode()
+        with self.member(SIGNATURE) as out:
+            out.write(signature)
+        self.signature = signature
+        cd_offset, block = self.offset, bytearray()
+        for offset, size, crc, _, flags, raw in self.records:
+            block += _central_record(offset, size, crc, flags, raw, self.stamp)
+            if len(block) >= RECORD_BLOCK:
+                self._write(block)
+                block = bytearray()
+        self._write(block)
+        count, cd_size = self.records.count, self.offset - cd_offset
+        end = b""
+        if count > 0xFFFF or cd_offset > ZIP64_LIMIT or cd_size > ZIP64_LIMIT:
+            end += _EOCD64.pack(b"PK\x06\x06", _EOCD64.size - 12, ZIP_VERSION, ZIP_VERSION, 0, 0, count, count,
+                                cd_size, cd_offset)
+            end += _EOCD64_LOCATOR.pack(b"PK\x06\x07", 0, self.offset, 1)
+        end += _EOCD.pack(b"PK\x05\x06", 0, 0, min(count, 0xFFFF), min(count, 0xFFFF), min(cd_size, _U32),
+                          min(cd_offset, _U32), 0)
+        self._write(end)
+        self.end = (count, cd_offset, cd_size, self.offset)
+        os.close(self.fd)
+        self.fd = None
+
+    def verify(self, signing_key):
+        """Read back what finish() wrote, except the member data: the end records, every central directory record
+        and local header against the records, and the manifest's bytes against the signature."""
+        count, cd_offset, cd_size, size = self.end
+        reader = Reader.__new__(Reader)  # Reader's record parsers over the new file, without its member checks
+        reader.path, reader.name, reader.max_members = self.path, self.path.name, None
+        reader.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            reader.size = os.fstat(reader.fd).st_size
+            if reader.size != size or reader._end_records() != (count, cd_offset, cd_size):
+                raise self._not_as_written("its end records")
+            manifest_entry, signature_entry = reader._last_two_records(cd_offset, cd_size)
+            if reader._read(signature_entry.data_offset, signature_entry.file_size) != self.signature:
+                raise self._not_as_written("its signature")
+            mac = hmac.new(_key_bytes(signing_key), digestmod=hashlib.sha256)
+            for at in range(0, manifest_entry.file_size, RECORD_BLOCK):
+                mac.update(reader._read(manifest_entry.data_offset + at,
+                                        min(RECORD_BLOCK, manifest_entry.file_size - at)))
+            if not hmac.compare_digest(mac.hexdigest().encode(), self.signature):
+                raise self._not_as_written("its manifest")
+            buffer, buffer_offset, position = b"", cd_offset, cd_offset
+            for offset, member_size, crc, _, flags, raw in self.records:
+                if position - buffer_offset + MAX_CD_RECORD_BYTES > len(buffer):
+                    buffer = buffer[position - buffer_offset:]
+                    buffer_offset = position
+                    buffer += reader._read(buffer_offset + len(buffer),
+                                           min(RECORD_BLOCK, cd_offset + cd_size - buffer_offset - len(buffer)))
+                entry, length = reader._parse_record(buffer, position - buffer_offset)
+                position += length
+                if (entry.raw_name, entry.CRC, entry.file_size, entry.compress_size, entry.header_offset,
+                        entry.flag_bits) != (raw, crc, member_size, member_size, offset, flags):
+                    raise self._not_as_written(f"the directory record of {raw[:100]!r}")
+                header = _local_header(raw, flags, crc, member_size, self.stamp)
+                if reader._read(offset, len(header)) != header:
+                    raise self._not_as_written(f"the local header of {raw[:100]!r}")
+            if position != cd_offset + cd_size:
+                raise self._not_as_written("its central directory")
+        finally:
+            reader.close()
+            self.records.close()
+
+    def _not_as_written(self, what):
+        return ArchiveInvalid(f"The new archive does not read back as written ({what}); it was removed and the "
+                              "store was not changed.")
+
+    def abort(self):
+        for segment in self.segments:
+            segment.close()
+        self.segments = []
+        self.records.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def close(self):
+        self.abort()

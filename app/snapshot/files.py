@@ -15,18 +15,21 @@ CHUNK = 1024 * 1024
 FREE_SPACE_MARGIN = 64 * 1024 * 1024
 
 
-def scan(uploads_dir):
-    """Regular files under the uploads folder as (member name, path, size), sorted; and what was skipped."""
-    root = Path(uploads_dir)
-    found, skipped = [], []
-    if not root.is_dir():
-        return found, skipped
-    for folder, dirs, names in os.walk(root, followlinks=False):
+def _candidates(root, skipped):
+    """(member name, path, relative name, size) of each regular file under ``root``, one at a time, in a stable
+    order (folders sorted, names sorted); what cannot be archived goes to ``skipped``. Nothing is collected: a
+    million files cost no more memory than a thousand."""
+    base = os.fspath(root)
+    cut = len(base) + 1
+    for folder, dirs, names in os.walk(base, followlinks=False):
         dirs.sort()
         for name in sorted(names):
-            path = Path(folder, name)
-            relative = path.relative_to(root).as_posix()
-            st = path.lstat()
+            path = os.path.join(folder, name)
+            relative = path[cut:].replace(os.sep, "/")
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:  # deleted since the folder was listed: not part of the store any more
+                continue
             if not stat.S_ISREG(st.st_mode):
                 skipped.append(f"{relative} (not a regular file)")
                 continue
@@ -35,22 +38,40 @@ def scan(uploads_dir):
             except UnsafeArchive:
                 skipped.append(f"{relative!r} (a name that could not be restored safely)")
                 continue
-            found.append((member, path, st.st_size))
+            yield member, path, relative, st.st_size
+
+
+def scan(uploads_dir):
+    """Regular files under the uploads folder as (member name, path, size), sorted; and what was skipped."""
+    root = Path(uploads_dir)
+    found, skipped = [], []
+    if root.is_dir():
+        found = [(member, Path(path), size) for member, path, _, size in _candidates(root, skipped)]
     return found, skipped
 
 
 def pack(writer, uploads_dir, report):
-    """Copy every regular file into the archive, 1 MiB at a time; returns (file count, bytes, skipped)."""
-    found, skipped = scan(uploads_dir)
-    total = sum(size for _, _, size in found)
-    done = 0
-    for member, path, _ in found:
-        with open(path, "rb") as source, writer.member(member) as target:
-            while chunk := source.read(CHUNK):
-                target.write(chunk)
-                done += len(chunk)
-                report("files", done, total, "bytes")
-    return len(found), done, skipped
+    """Copy every regular file into the archive, reading each once (its size, CRC-32 and SHA-256 are computed on
+    the way); returns (file count, bytes, skipped). The folder is walked twice, streamed: once for the progress
+    total, once to copy; nothing per file is kept in memory."""
+    root = Path(uploads_dir)
+    if not root.is_dir():
+        return 0, 0, []
+    total = sum(size for *_, size in _candidates(root, []))
+    skipped, count, done = [], 0, 0
+
+    def progress(n):
+        nonlocal done
+        done += n
+        report("files", done, max(total, done), "bytes")
+
+    for member, path, relative, _ in _candidates(root, skipped):
+        if writer.add_file(member, path, progress) is None:  # replaced by a link, a FIFO, ... since the walk
+            skipped.append(f"{relative} (not a regular file)")
+            continue
+        count += 1
+    report("files", done, done, "bytes", "Files written", force=True)
+    return count, done, skipped
 
 
 def file_members(manifest):

@@ -3,6 +3,7 @@ import csv
 import errno
 import io
 import os
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -105,20 +106,25 @@ def create_archive(*, engine, metadata, uploads_dir, backups_dir, signing_key, s
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
     writer = None
+    stop = threading.Event()  # tells a part still being written (in another thread) to give up
     try:
-        writer = Writer(temp)
-        if _has(parts, "database"):
+        writer = Writer(temp, stop)
+        if parts == "both":
+            manifest["tables"], files_part = _both_parts(writer, engine, tables, uploads_dir, report, stop)
+        elif parts == "database":
             manifest["tables"] = _dump_database(writer, engine, tables, redactions if kind == "export" else (), report)
+        else:
+            files_part = files.pack(writer, uploads_dir, report)
         if _has(parts, "files"):
-            count, size, skipped = files.pack(writer, uploads_dir, report)
+            count, size, skipped = files_part
             manifest["files"] = {"count": count, "bytes": size, "skipped": skipped}
-        manifest["members"] = writer.members
-        writer.finish(manifest, signing_key)
-        writer = None
+        writer.finish(manifest, signing_key)  # the manifest's member list comes from the writer's records
         report("verify", 0, None, "members", "Checking the new archive", force=True)
-        _verify_members(temp, signing_key)
+        _verify_members(writer, signing_key)
+        writer = None
         os.rename(temp, final)
     except BaseException as error:
+        stop.set()
         if writer is not None:
             writer.abort()
         temp.unlink(missing_ok=True)
@@ -149,6 +155,85 @@ def _remove_stale_parts(backups, older_than=STALE_PART_SECONDS):
             pass
 
 
+def _both_parts(writer, engine, tables, uploads_dir, report, stop):
+    """Both parts at once: the database is dumped by a thread into a segment file beside the archive while the
+    files stream into the archive (one waits on the database server, the other on the disk; hashing, zstd and
+    file I/O release the GIL), then the segment is appended in the kernel. Only this thread calls ``report``
+    (a job's progress callback may need this thread's context, and it is where a cancellation is raised)."""
+    segment = writer.segment()
+    progress = _Interleaved(report)
+    outcome = {}
+
+    def dump():
+        try:
+            outcome["tables"] = _dump_database(segment, engine, tables, (), progress.database)
+        except BaseException as error:  # handed to this thread, which raises it
+            outcome["error"] = error
+
+    thread = threading.Thread(target=dump, name="snapshot-database-part", daemon=True)
+    progress.failed = lambda: outcome.get("error")
+    thread.start()
+    try:
+        files_part = files.pack(writer, uploads_dir, progress.files)
+        while thread.is_alive():
+            thread.join(progress.INTERVAL)
+            progress.tick()
+        progress.tick()
+    except BaseException:
+        stop.set()
+        thread.join()
+        raise
+    writer.append(segment)
+    return outcome["tables"], files_part
+
+
+class _Interleaved:
+    """Progress of two parts written at once, reported from this thread only: each part's latest state, one event
+    per interval, alternating between the parts every second; forced events (a part's last) go out at once.
+    The database thread only records its state; an error it met is raised here, at the next report."""
+
+    INTERVAL = 0.2
+    SWITCH = 1.0
+
+    def __init__(self, report):
+        self.report = report
+        self.latest, self.sent, self.forced = {}, {}, []
+        self.order, self.current, self.switched, self.last = ["files", "database"], 0, time.monotonic(), 0.0
+        self.failed = lambda: None
+
+    def database(self, phase, done, total, unit, message="", force=False):
+        self._record(phase, done, total, unit, message, force)
+
+    def files(self, phase, done, total, unit, message="", force=False):
+        self._record(phase, done, total, unit, message, force)
+        self.tick()
+
+    def _record(self, phase, done, total, unit, message, force):
+        self.latest[phase] = (phase, done, total, unit, message)
+        if force:
+            self.forced.append(self.latest[phase])
+
+    def tick(self):
+        error = self.failed()
+        if error is not None:
+            raise error
+        while self.forced:
+            event = self.forced.pop(0)
+            self.sent[event[0]] = event
+            self.report(*event, force=True)
+        now = time.monotonic()
+        if now - self.last < self.INTERVAL:
+            return
+        if now - self.switched >= self.SWITCH:
+            self.current, self.switched = 1 - self.current, now
+        for phase in (self.order[self.current], self.order[1 - self.current]):
+            event = self.latest.get(phase)
+            if event is not None and self.sent.get(phase) != event:
+                self.sent[phase], self.last = event, now
+                self.report(*event, force=True)
+                return
+
+
 def _dump_database(writer, engine, tables, redactions, report):
     entries = []
     with engine.connect() as connection, connection.begin():
@@ -158,7 +243,8 @@ def _dump_database(writer, engine, tables, redactions, report):
             connection.exec_driver_sql("SET LOCAL DateStyle TO ISO, YMD")
             connection.exec_driver_sql("SET LOCAL TimeZone TO UTC")
             connection.exec_driver_sql("SET LOCAL extra_float_digits TO 3")
-        totals = database.count_rows(connection, tables)
+        # Progress totals: PostgreSQL's statistics where the tables have them (no COUNT(*) of every table).
+        totals = database.count_rows(connection, tables, estimate=True)
         grand_total = sum(totals.values())
         done_before = 0
         for table in tables:
@@ -168,12 +254,12 @@ def _dump_database(writer, engine, tables, redactions, report):
                     counter = _CountingWriter(compressor)
                     rows = database.dump_table(
                         connection, table, counter.write, redactions,
-                        on_rows=lambda n, base=done_before, t=table.name: report("database", base + n, grand_total,
-                                                                                 "rows", t))
+                        on_rows=lambda n, base=done_before, t=table.name: report(
+                            "database", base + n, max(grand_total, base + n), "rows", t))
             entries.append({"name": table.name, "member": member, "rows": rows, "raw_bytes": counter.bytes,
                              "columns": database.table_columns(table)})
             done_before += rows
-        report("database", done_before, grand_total, "rows", "Database written", force=True)
+        report("database", done_before, done_before, "rows", "Database written", force=True)  # 100 %
     return entries
 
 
@@ -186,11 +272,11 @@ class _CountingWriter:
         self.target.write(data)
 
 
-def _verify_members(path, signing_key):
-    """Read back every member of a freshly written archive against its manifest checksum."""
-    with Reader(path, signing_key, max_members=None) as reader:
-        for name, meta in reader.manifest["members"].items():
-            files.copy_member(reader, name, meta, None)
+def _verify_members(writer, signing_key):
+    """Check a freshly written archive without reading its member data again: the checksums were computed as
+    the bytes were written; the end records, every central directory record and local header, and the signed
+    manifest's bytes are read back and compared with what was written."""
+    writer.verify(signing_key)
 
 
 def inspect_archive(path, *, signing_key, schema_revision, metadata, max_total_bytes=None,
