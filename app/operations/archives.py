@@ -120,12 +120,14 @@ def manifest_of(path):
         return reader.manifest
 
 
-def restore(path, parts, progress=None, keep_accounts=False):
+def restore(path, parts, progress=None, keep_accounts=False, maintenance=None):
+    """``maintenance``: entered by the engine around the steps that change the store (see restore_archive)."""
     with _readable(path) as local:
         result = snapshot.restore_archive(
             local, engine=db.engine, metadata=store_metadata(), uploads_dir=_config("UPLOADS_DIR"),
             signing_key=_config("BACKUP_SIGNING_KEY"), schema_revision=code_revision(), parts=parts,
-            keep_tables=ACCOUNT_TABLES if keep_accounts else (), progress=progress, **_limits(),
+            keep_tables=ACCOUNT_TABLES if keep_accounts else (), progress=progress, maintenance=maintenance,
+            **_limits(),
         )
     db.session.expire_all()  # the ORM's identity map still holds the rows from before
     return {"row_counts": result.row_counts, "file_count": result.file_count, "file_bytes": result.file_bytes}

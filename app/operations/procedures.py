@@ -1,7 +1,8 @@
 """The operations, one procedure each: its steps in order, one cleanup path, one audit record.
 
-    run_restore: refuse what can be refused → lock → recover a half-finished restore → safety backup
-                 → maintenance → engine → end sessions → audit
+    run_restore: refuse what can be refused → (try it first) → (bring an older archive forward) → lock
+                 → recover a half-finished restore → safety backup → engine: check, stage the files,
+                 then maintenance only for load → swap → commit → end sessions; old files deleted → audit
 
 The web (through jobs), the CLI and the scheduler all call these; none of them repeats a step.
 """
@@ -241,10 +242,8 @@ def run_restore(source, parts, caller, *, holder=None, safety=True, accept_other
                 _say(progress, "safety", "Taking a safety backup of the current store")
                 safety_name = archives.backup(parts, created_by=caller.name, progress=progress, safety=True,
                                               label=f"Safety backup before restoring {source.name}"[:200]).name
-            _say(progress, "maintenance", "Putting the storefront into maintenance")
-            with maintenance_during("restore", current_app._get_current_object()):
-                details = archives.restore(today, parts, progress=progress, keep_accounts=keep_accounts)
-                archives.end_store_sessions()
+            details = archives.restore(today, parts, progress=progress, keep_accounts=keep_accounts,
+                                       maintenance=lambda: _storefront_closed(progress))
         outcome.detail = "; ".join([parts, f"safety backup {safety_name}" if safety_name else "no safety backup",
                                     "today's users and roles kept" if keep_accounts else "accounts from the archive"]
                                    + ([f"brought forward from schema {plan['from']}"] if plan else [])
@@ -277,6 +276,17 @@ def run_staging(name, caller, *, progress=None):
     """Restore a kept archive into the staging copy served read-only at /staging/ (replacing the last one)."""
     with _audited("staging.finish", caller, target=name):
         return staging.create(name, caller, progress=progress)
+
+
+@contextmanager
+def _storefront_closed(progress):
+    """The storefront's maintenance around the steps of a restore that change the store (the engine enters
+    it after checking the archive and staging its files); every store session ends before it lifts."""
+    _say(progress, "maintenance", "Putting the storefront into maintenance")
+    with maintenance_during("restore", current_app._get_current_object()):
+        yield
+        archives.end_store_sessions()
+    _say(progress, "reopened", "The storefront is open again")
 
 
 def check_restorable(manifest, parts, accept_other_store, name):

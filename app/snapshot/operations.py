@@ -6,6 +6,7 @@ import os
 import threading
 import time
 import zipfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -295,14 +296,18 @@ def inspect_archive(path, *, signing_key, schema_revision, metadata, max_total_b
     return summary
 
 
-def _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report):
+def _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report, checked_later=()):
+    """Every check of an archive; members in ``checked_later`` (files a restore stages, checking each one's
+    SHA-256 as it writes it) are not read here."""
     summary = _check_manifest(reader, schema_revision, metadata, max_total_bytes, max_members)
     members = reader.manifest["members"]
     tables = {entry["member"]: entry for entry in reader.manifest["tables"]}
-    total = sum(meta["size"] for meta in members.values())
+    total = sum(meta["size"] for name, meta in members.items() if name not in checked_later)
     done = 0
     for name, meta in members.items():
         entry = tables.get(name)
+        if name in checked_later:
+            continue
         if entry is None:
             done += files.copy_member(reader, name, meta, None, report, (done, total))
             continue
@@ -552,44 +557,55 @@ def archive_to_csv(path, target, *, signing_key, metadata, max_row_bytes=DEFAULT
 
 def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_revision, parts,
                     max_total_bytes=None, max_members=DEFAULT_MAX_MEMBERS, max_row_bytes=DEFAULT_MAX_ROW_BYTES,
-                    max_value_bytes=DEFAULT_MAX_VALUE_BYTES, keep_tables=(), progress=None, _fail_after_rows=None):
+                    max_value_bytes=DEFAULT_MAX_VALUE_BYTES, keep_tables=(), progress=None, maintenance=None,
+                    _fail_after_rows=None):
     """Replace the chosen parts of the store; all of it happens, or none of it.
 
-    The limits are inspect_archive's; the archive is inspected completely first. Tables named in
-    ``keep_tables`` keep today's rows (the archive's rows must then fit them: a row that refers to an
-    account that does not exist today fails the restore, which rolls back)."""
+    The limits are inspect_archive's; the archive is checked completely before anything changes. Tables
+    named in ``keep_tables`` keep today's rows (the archive's rows must then fit them: a row that refers to
+    an account that does not exist today fails the restore, which rolls back).
+
+    ``maintenance`` (a context manager factory, e.g. the app's storefront maintenance) is entered only for
+    the steps that change the store: loading the rows, swapping the files in, committing. Checking the
+    archive and writing the files into their staging folder (each checked against its SHA-256 as it is
+    written, instead of in a separate pass) happen before it; deleting the old files after it."""
     report = Reporter(progress)
     journal.recover(uploads_dir, engine)
     limits = (max_row_bytes, max_value_bytes)
     with Reader(path, signing_key, max_members=max_members) as reader:
-        summary = _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report)
-        report("done", 1, 1, "archives", "The archive is valid", force=True)
-        if summary.kind != "backup":
-            raise IncompatibleArchive(f"{summary.name} is an export, not a backup: exports leave out passwords and "
+        m = reader.manifest
+        if m["kind"] != "backup":
+            raise IncompatibleArchive(f"{reader.name} is an export, not a backup: exports leave out passwords and "
                                       "secrets and cannot be restored. Restore a backup instead; nothing was changed.")
-        if parts not in PARTS or not (parts == summary.parts or summary.parts == "both"):
-            raise IncompatibleArchive(f"{summary.name} holds {summary.parts}; it cannot restore {parts}. Nothing was "
+        if parts not in PARTS or not (parts == m["parts"] or m["parts"] == "both"):
+            raise IncompatibleArchive(f"{reader.name} holds {m['parts']}; it cannot restore {parts}. Nothing was "
                                       "changed.")
+        staging_checks = set(files.file_members(m)) if _has(parts, "files") else set()
+        summary = _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report,
+                           checked_later=staging_checks)
         staged = None
         if _has(parts, "files"):
             staged = files.StagedFiles(uploads_dir)
             try:
-                staged.extract(reader, files.file_members(reader.manifest), report)
+                staged.extract(reader, files.file_members(m), report)
             except BaseException:
                 staged.undo()
                 raise
+        report("done", 1, 1, "archives", "The archive is valid", force=True)
         try:
-            if _has(parts, "database"):
-                _restore_database(reader, engine, metadata, staged, report, limits, keep_tables, _fail_after_rows)
-            elif staged is not None:
-                report("swap", 0, 1, "steps", "Moving the restored files into place", force=True)
-                staged.swap_in()
+            with (maintenance or nullcontext)():
+                if _has(parts, "database"):
+                    _restore_database(reader, engine, metadata, staged, report, limits, keep_tables,
+                                      _fail_after_rows)
+                elif staged is not None:
+                    report("swap", 0, 1, "steps", "Moving the restored files into place", force=True)
+                    staged.swap_in()
         except BaseException:
             if staged is not None:
                 staged.undo()
             raise
     if staged is not None:
-        staged.commit()
+        staged.commit()  # the old tree goes once the store is back (after maintenance), not inside it
         journal.tidy(uploads_dir, engine)  # the commit marker is no longer needed: the store keeps only its tables
     report("done", 1, 1, "restores", "Restore complete", force=True)
     restored_counts = {t: n for t, n in summary.row_counts.items() if t not in keep_tables}
