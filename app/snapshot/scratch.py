@@ -180,10 +180,13 @@ def load_archive(path, scratch, *, signing_key, schema_revision, metadata, parts
     report = Reporter(progress)
     limits = (max_row_bytes, max_value_bytes)
     with Reader(path, signing_key, max_members=max_members) as reader:
-        summary = _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report)
-        parts = parts or summary.parts
-        if not (parts == summary.parts or summary.parts == "both"):
-            raise TrialFailed(f"{summary.name} holds {summary.parts}; it cannot restore {parts}.")
+        held = reader.manifest["parts"]
+        parts = parts or held
+        if not (parts == held or held == "both"):
+            raise TrialFailed(f"{reader.name} holds {held}; it cannot restore {parts}.")
+        staged_later = set(files.file_members(reader.manifest)) if _has(parts, "files") else set()
+        summary = _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report,
+                           checked_later=staged_later)  # each file is checked as it is written, as a restore does
         result = TrialResult(name=summary.name, parts=parts)
         if _has(parts, "files"):
             staged = files.StagedFiles(scratch.uploads_dir)
