@@ -12,7 +12,7 @@ from flask.cli import AppGroup
 
 from app import audit
 from app.operations import COMMAND_LINE, RunRefused, archives, run_backup, run_export, run_restore
-from app.operations import offsite, schedules
+from app.operations import offsite, schedules, trials
 from app.operations.procedures import run_retention, run_trial
 from app.queue import redis_for_command
 from app.snapshot import SnapshotError
@@ -85,11 +85,16 @@ def create_command(parts):
 def inspect_command(file):
     """Check an archive completely and say what it holds."""
     try:
-        s = archives.inspect(file, progress=_progress())
+        manifest = archives.manifest_of(file)
+        plan = trials.upgrade_plan(manifest)
+        with trials.restorable(file, plan, _progress()) as today:  # an older archive: checked as brought forward
+            s = archives.inspect(today, progress=_progress())
     except SnapshotError as error:
         _fail(error)
-    click.echo(f"{s.name}: a valid {s.kind} of {s.store} ({s.parts}), made {s.created_at:%Y-%m-%d %H:%M:%S} UTC "
-               f"by {s.created_by}, schema {s.schema_revision}, from {s.source_engine}")
+    click.echo(f"{file.name}: a valid {s.kind} of {s.store} ({s.parts}), made {manifest['created_at']} by "
+               f"{manifest['created_by']}, schema {manifest['schema_revision']}, from {s.source_engine}")
+    if plan is not None:
+        click.echo(f"  {trials.upgrade_sentence(plan)}")
     for table, rows in s.row_counts.items():
         click.echo(f"  {table}: {rows} rows")
     if s.parts != "database":

@@ -1,4 +1,5 @@
 """flask backup ...: the archive path on the last line; every failure one line on stderr, exit non-zero."""
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,8 @@ from app.operations import Caller
 from app.maintenance import in_maintenance
 from app.models import AuditEvent, Product, StoreStatus
 from app.operations.runs import RunRefused, holding, new_holder, start_run, store_lock
+from app.schema import code_revision
+from tests.operations.test_trials import BEFORE_SLUGS
 
 
 def last_line(result):
@@ -87,3 +90,14 @@ def test_cli_and_web_share_the_store_lock(app, runner):
         run = start_run("backup", Caller("user:super_admin@test.example", "198.51.100.10"), parts="both")
         assert store_lock("backup").holder() == run.id
         assert not in_maintenance()
+
+
+def test_inspect_says_that_an_older_archive_will_be_brought_forward(app, runner, tmp_path):
+    source = tmp_path / BEFORE_SLUGS.name
+    shutil.copy(BEFORE_SLUGS, source)
+    result = runner.invoke(args=["backup", "inspect", str(source)])
+    assert result.exit_code == 0, result.output
+    assert f"{source.name}: a valid backup of demo-store (both), made 2026-11-26T00:32:12Z by super@demo.test, " \
+           "schema 2c3096c25b7f" in result.output
+    assert f"it will be upgraded to {code_revision()} (3 migrations)" in result.output
+    assert "products: 9 rows" in result.output  # counted after the migrations, in today's schema
