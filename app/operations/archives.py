@@ -32,7 +32,7 @@ FETCHED_PREFIX = "fetched-"
 DOWNLOAD_CHUNK = 1024 * 1024
 
 __all__ = ["PARTS", "ACCOUNT_TABLES", "read_accounts", "SnapshotError", "export", "backup", "inspect", "restore", "manifest_of", "list_archives", "newest_backup",
-           "archive_path", "delete", "recover", "end_store_sessions", "exports", "export_bytes", "folder_usage",
+           "archive_path", "readable", "limits", "delete", "recover", "end_store_sessions", "exports", "export_bytes", "folder_usage",
            "free_space", "store", "kept_locally", "local_path", "check_kept", "archive_size", "archive_sha256",
            "open_archive", "download_chunks", "incoming_folder", "fetch_copy", "release_copy", "fetched", "file_sha256",
            "export_as_csv"]
@@ -86,7 +86,7 @@ def _create(kind, parts, created_by, progress, **options):
     return result
 
 
-def _limits():
+def limits():
     """What an archive may hold, from the configuration (the engine's keyword arguments)."""
     return {"max_total_bytes": _config("MAX_RESTORE_BYTES"), "max_members": _config("MAX_RESTORE_MEMBERS"),
             "max_row_bytes": _config("MAX_RESTORE_ROW_BYTES"), "max_value_bytes": _config("MAX_RESTORE_VALUE_BYTES")}
@@ -94,20 +94,20 @@ def _limits():
 
 def inspect(path, progress=None):
     """Check an archive completely (signature, manifest, every checksum); return its summary."""
-    with _readable(path) as local:
+    with readable(path) as local:
         return snapshot.inspect_archive(
             local, signing_key=_config("BACKUP_SIGNING_KEY"), schema_revision=code_revision(),
-            metadata=store_metadata(), progress=progress, **_limits(),
+            metadata=store_metadata(), progress=progress, **limits(),
         )
 
 
 def read_accounts(path):
     """The archive's user accounts (for the review of what a restore would change in who may do what)."""
-    limits = _limits()
-    with _readable(path) as local:
+    caps = limits()
+    with readable(path) as local:
         return snapshot.read_table(local, signing_key=_config("BACKUP_SIGNING_KEY"), metadata=store_metadata(),
-                                   table="users", max_row_bytes=limits["max_row_bytes"],
-                                   max_value_bytes=limits["max_value_bytes"])
+                                   table="users", max_row_bytes=caps["max_row_bytes"],
+                                   max_value_bytes=caps["max_value_bytes"])
 
 
 def manifest_of(path):
@@ -116,18 +116,18 @@ def manifest_of(path):
     name = _kept_name(path)
     if name is not None and not kept_locally():
         return store().summary(name, _config("BACKUP_SIGNING_KEY"))
-    with _readable(path) as local, Reader(local, _config("BACKUP_SIGNING_KEY"), check_members=False) as reader:
+    with readable(path) as local, Reader(local, _config("BACKUP_SIGNING_KEY"), check_members=False) as reader:
         return reader.manifest
 
 
 def restore(path, parts, progress=None, keep_accounts=False, maintenance=None):
     """``maintenance``: entered by the engine around the steps that change the store (see restore_archive)."""
-    with _readable(path) as local:
+    with readable(path) as local:
         result = snapshot.restore_archive(
             local, engine=db.engine, metadata=store_metadata(), uploads_dir=_config("UPLOADS_DIR"),
             signing_key=_config("BACKUP_SIGNING_KEY"), schema_revision=code_revision(), parts=parts,
             keep_tables=ACCOUNT_TABLES if keep_accounts else (), progress=progress, maintenance=maintenance,
-            **_limits(),
+            **limits(),
         )
     db.session.expire_all()  # the ORM's identity map still holds the rows from before
     return {"row_counts": result.row_counts, "file_count": result.file_count, "file_bytes": result.file_bytes}
@@ -158,7 +158,7 @@ def _kept_name(source):
 
 
 @contextmanager
-def _readable(source):
+def readable(source):
     """A local file for `source`: the file itself; for the bare name of a kept archive, that archive
     (fetched from the bucket for the time it is read, then removed)."""
     name = _kept_name(source)
@@ -332,10 +332,10 @@ def export_as_csv(name, target):
         if manifest.get("kind") != "export":
             raise snapshot.IncompatibleArchive(f"{name} is a backup; only exports (with secrets removed) can be "
                                                "downloaded as spreadsheets.")
-        limits = _limits()
+        caps = limits()
         return snapshot.archive_to_csv(path, target, signing_key=_config("BACKUP_SIGNING_KEY"),
-                                       metadata=store_metadata(), max_row_bytes=limits["max_row_bytes"],
-                                       max_value_bytes=limits["max_value_bytes"])
+                                       metadata=store_metadata(), max_row_bytes=caps["max_row_bytes"],
+                                       max_value_bytes=caps["max_value_bytes"])
 
 
 @contextmanager

@@ -258,7 +258,7 @@ def run_trial(kind, source, caller, *, parts=None, keep_accounts=False, progress
     name = getattr(source, "name", str(source))
     started = time.monotonic()
     with _audited(f"{kind.replace(' ', '_')}.finish", caller, target=name) as outcome:
-        with archives._readable(source) as local:
+        with archives.readable(source) as local:
             digest = archives.file_sha256(local)
             try:
                 result = trials.try_archive(local, parts=parts, keep_accounts=keep_accounts,

@@ -24,25 +24,26 @@ def _root():
 
 
 def current():
-    """The kept staging copy (a ScratchStore with .info), or None."""
+    """The kept staging copy (a ScratchStore with .info), or None. A copy still being restored (or left half
+    made by a process that died) is not one: it says which archive it holds only once it is complete."""
+    ready = [store for store in _copies() if store.info.get("archive")]
+    return max(ready, key=lambda store: (store.folder / "scratch.json").stat().st_mtime, default=None)
+
+
+def _copies():
     root = _root()
-    if not root.is_dir():
-        return None
-    for folder in sorted(root.iterdir()):
-        store = ScratchStore.reopen(folder, db.engine)
-        if store is not None:
-            return store
-    return None
+    found = (ScratchStore.reopen(folder, db.engine) for folder in sorted(root.iterdir())) if root.is_dir() else ()
+    return [store for store in found if store is not None]
 
 
 def create(name, caller, progress=None):
-    """Restore the kept archive ``name`` into a new staging copy (replacing any previous one)."""
-    discard(caller, quiet=True)
+    """Restore the kept archive ``name`` into a new staging copy; once it is complete, it replaces the previous
+    one (which stays served until then), and whatever a process that died left half made is dropped."""
     root = _root()
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = ScratchStore.create(db.engine, root)
     try:
-        with archives._readable(name) as local:
+        with archives.readable(name) as local:
             result, plan = trials.load(local, store, progress=progress)
         with store.engine.begin() as connection:
             blanked = connection.scalars(sa.text(f"SELECT key FROM settings WHERE {NEUTRALISED} ORDER BY key")).all()
@@ -52,25 +53,31 @@ def create(name, caller, progress=None):
     except BaseException:
         store.drop()
         raise
+    for other in _copies():
+        if other.token != store.token:
+            _drop(other)
     audit.record("staging.create", target=name, detail=f"settings blanked: {', '.join(blanked) or 'none'}",
                  actor=caller.actor, client_ip=caller.client_ip)
     return {"archive": name, "neutralised": list(blanked), "rows": sum(result.row_counts.values()),
             "files": result.file_count, "upgrade": plan}
 
 
-def discard(caller, quiet=False):
+def discard(caller):
     """Drop the staging copy (its database schema or file, and its folder)."""
     store = current()
     if store is None:
         return False
+    name = store.info.get("archive", "")
+    _drop(store)
+    audit.record("staging.discard", target=name, actor=caller.actor, client_ip=caller.client_ip)
+    return True
+
+
+def _drop(store):
     app = _APPS.pop(store.token, None)
     if app is not None:
         trials.dispose(app)
-    name = store.info.get("archive", "")
     store.drop()
-    if not quiet:
-        audit.record("staging.discard", target=name, actor=caller.actor, client_ip=caller.client_ip)
-    return True
 
 
 def app_for(store):

@@ -23,7 +23,7 @@ from app.operations.archives import ACCOUNT_TABLES
 from app.schema import APP_VERSION, code_revision, migrations_after, upgrade_store
 from app.snapshot import IncompatibleArchive, SnapshotError
 from app.snapshot.container import Reader
-from app.snapshot.scratch import ScratchStore, TrialFailed, bring_forward, check_loaded, load_archive, reflect_store
+from app.snapshot.scratch import ScratchStore, TrialFailed, bring_forward, load_archive, load_forward
 
 __all__ = ["TrialFailed", "upgrade_plan", "upgrade_sentence", "scratch_root", "scratch_store", "try_archive",
            "restorable", "record", "latest_trials", "verified_at", "check_storefront"]
@@ -86,10 +86,6 @@ def scratch_store():
         store.drop()
 
 
-def _limits():
-    return archives._limits()
-
-
 def _manifest(local):
     with Reader(local, current_app.config["BACKUP_SIGNING_KEY"], check_members=False) as reader:
         return reader.manifest
@@ -99,35 +95,29 @@ def load(local, scratch, *, parts=None, keep_accounts=False, progress=None):
     """Restore a local archive into ``scratch`` and check it: at today's schema, or built at the archive's
     own revision, loaded, checked, then upgraded by the migrations and checked again. Returns
     (TrialResult, upgrade plan or None)."""
-    manifest = _manifest(local)
-    plan = upgrade_plan(manifest)
-    revision = manifest["schema_revision"]
-    with scratch.engine.begin() as connection:
-        upgrade_store(connection, revision)
-    metadata = store_metadata()
-    if plan is not None:
-        with scratch.engine.connect() as connection:
-            metadata = reflect_store(connection)
-        keep_accounts = False  # today's accounts have today's columns: the restore itself keeps them
-    result = load_archive(local, scratch, signing_key=current_app.config["BACKUP_SIGNING_KEY"],
-                          schema_revision=revision, metadata=metadata, parts=parts,
-                          keep_from=db.engine if keep_accounts else None,
-                          keep_tables=ACCOUNT_TABLES if keep_accounts else (), progress=progress, **_limits())
-    if plan is not None and result.parts in ("database", "both"):
-        with scratch.engine.begin() as connection:
-            upgrade_store(connection, plan["to"])
-        with scratch.engine.connect() as connection:
-            result.row_counts = check_loaded(connection, store_metadata())
+    plan = upgrade_plan(_manifest(local))
+    key = current_app.config["BACKUP_SIGNING_KEY"]
+    if plan is not None:  # today's accounts have today's columns: the restore itself keeps them, not this
+        result = load_forward(local, scratch, signing_key=key, archive_revision=plan["from"],
+                              build=lambda connection: upgrade_store(connection, plan["from"]),
+                              upgrade=lambda connection: upgrade_store(connection, plan["to"]),
+                              metadata=store_metadata(), parts=parts, progress=progress, **archives.limits())
         result.checks.append(f"brought forward from schema {plan['from']} to {plan['to']} ({plan['migrations']} "
                              "migrations); every key still holds")
-    return result, plan
+        return result, plan
+    with scratch.engine.begin() as connection:
+        upgrade_store(connection, code_revision())
+    result = load_archive(local, scratch, signing_key=key, schema_revision=code_revision(), metadata=store_metadata(),
+                          parts=parts, keep_from=db.engine if keep_accounts else None,
+                          keep_tables=ACCOUNT_TABLES if keep_accounts else (), progress=progress, **archives.limits())
+    return result, None
 
 
 def try_archive(source, *, parts=None, keep_accounts=False, storefront=False, progress=None):
     """Restore ``source`` (a local file or a kept archive's name) into a scratch store and check it; with
     ``storefront``, open the home page and a product page against it too. Raises TrialFailed or the
     engine's errors; returns a dict for the run's result."""
-    with archives._readable(source) as local, scratch_store() as scratch:
+    with archives.readable(source) as local, scratch_store() as scratch:
         result, plan = load(local, scratch, parts=parts, keep_accounts=keep_accounts, progress=progress)
         if storefront and result.parts in ("database", "both"):
             result.checks += check_storefront(scratch, Path(local).name)
@@ -187,14 +177,14 @@ def restorable(source, plan, progress=None):
     out = scratch_root() / f"{FORWARD_PREFIX}{time.time_ns()}"
     out.mkdir(mode=0o700)
     try:
-        with archives._readable(source) as local, scratch_store() as scratch:
+        with archives.readable(source) as local, scratch_store() as scratch:
             config = current_app.config
             path, _ = bring_forward(
                 local, scratch, signing_key=config["BACKUP_SIGNING_KEY"], archive_revision=plan["from"],
                 build=lambda connection: upgrade_store(connection, plan["from"]),
                 upgrade=lambda connection: upgrade_store(connection, plan["to"]),
                 metadata=store_metadata(), schema_revision=plan["to"], app_version=APP_VERSION, out_dir=out,
-                progress=progress, **_limits())
+                progress=progress, **archives.limits())
         yield path
     finally:
         shutil.rmtree(out, ignore_errors=True)

@@ -405,22 +405,33 @@ def _first_line(error):
     return text[0][:300] if text else type(error).__name__
 
 
-def bring_forward(path, scratch, *, signing_key, archive_revision, build, upgrade, metadata, schema_revision,
-                  app_version, out_dir, progress=None, **limits):
-    """An archive made at an older schema revision, as a new archive at today's: returns (path, TrialResult).
-
-    ``build(connection)`` creates the scratch tables at ``archive_revision``; the archive is loaded by
-    its manifest's columns and checked there; ``upgrade(connection)`` runs the migrations up to today's
-    revision; the upgraded scratch store is written to ``out_dir`` as a backup of the same store, kind
-    and parts, labelled with where it came from."""
+def load_forward(path, scratch, *, signing_key, archive_revision, build, upgrade, metadata, parts=None,
+                 progress=None, **limits):
+    """An archive made at an older schema revision, loaded into ``scratch`` and brought to today's schema:
+    ``build(connection)`` creates the scratch tables at ``archive_revision``, the archive is loaded by its
+    manifest's columns and checked there, ``upgrade(connection)`` runs the migrations up to today's
+    revision (``metadata``), and the keys are checked again. Returns the TrialResult, with today's counts."""
     with scratch.engine.begin() as connection:
         build(connection)
     with scratch.engine.connect() as connection:
         old_metadata = reflect_store(connection)
     result = load_archive(path, scratch, signing_key=signing_key, schema_revision=archive_revision,
-                          metadata=old_metadata, progress=progress, **limits)
-    with scratch.engine.begin() as connection:
-        upgrade(connection)
+                          metadata=old_metadata, parts=parts, progress=progress, **limits)
+    if _has(result.parts, "database"):
+        with scratch.engine.begin() as connection:
+            upgrade(connection)
+        with scratch.engine.connect() as connection:
+            result.row_counts = check_loaded(connection, metadata)
+    return result
+
+
+def bring_forward(path, scratch, *, signing_key, archive_revision, build, upgrade, metadata, schema_revision,
+                  app_version, out_dir, progress=None, **limits):
+    """An archive made at an older schema revision, as a new archive at today's: returns (path, TrialResult).
+    The scratch store ``load_forward`` made is written to ``out_dir`` as a backup of the same store, kind
+    and parts, labelled with where it came from."""
+    result = load_forward(path, scratch, signing_key=signing_key, archive_revision=archive_revision, build=build,
+                          upgrade=upgrade, metadata=metadata, progress=progress, **limits)
     with Reader(path, signing_key) as reader:
         m = reader.manifest
     label = f"{m['label'] or 'Backup'} (brought forward from {Path(path).name}, schema {archive_revision})"

@@ -316,3 +316,21 @@ def test_scratch_stores_left_by_a_killed_process_are_removed_by_the_next_trial(a
                 schemas = set(connection.scalars(sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'scratch_%'")))
             assert schemas == {fresh.schema}
         fresh.drop()
+
+
+def test_a_new_staging_copy_replaces_the_old_one_only_once_it_is_complete(app):
+    seed(app)
+    good = backup(app).name
+    with app.app_context():
+        run_staging(good, COMMAND_LINE)
+        first = staging.current()
+        half = ScratchStore.create(db.engine, first.folder.parent)  # a copy being made (or left by a dead worker)
+        assert staging.current().token == first.token  # not served: it does not say what it holds yet
+        path = broken(app, ORPHAN_LINE)
+        with pytest.raises(SnapshotError, match="order_lines"):
+            run_staging(path.name, COMMAND_LINE)
+        assert staging.current().token == first.token  # a copy that failed replaces nothing
+        run_staging(good, COMMAND_LINE)
+        assert staging.current().token not in (first.token, half.token)
+        assert not first.folder.exists() and not half.folder.exists()
+        staging.discard(COMMAND_LINE)
