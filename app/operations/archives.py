@@ -17,7 +17,7 @@ from flask import current_app
 from app import audit, snapshot
 from app.extensions import db
 from app.models import StoreStatus, store_metadata
-from app.schema import APP_VERSION, code_revision
+from app.schema import APP_VERSION, code_revision, upgrade_store
 from app.snapshot import SnapshotError
 from app.snapshot.container import NAME_PATTERN, PARTS, Reader
 from app.snapshot import journal
@@ -127,7 +127,7 @@ def restore(path, parts, progress=None, keep_accounts=False, maintenance=None):
             local, engine=db.engine, metadata=store_metadata(), uploads_dir=_config("UPLOADS_DIR"),
             signing_key=_config("BACKUP_SIGNING_KEY"), schema_revision=code_revision(), parts=parts,
             keep_tables=ACCOUNT_TABLES if keep_accounts else (), progress=progress, maintenance=maintenance,
-            **limits(),
+            build=lambda connection: upgrade_store(connection, code_revision()), **limits(),
         )
     db.session.expire_all()  # the ORM's identity map still holds the rows from before
     return {"row_counts": result.row_counts, "file_count": result.file_count, "file_bytes": result.file_bytes}

@@ -316,3 +316,49 @@ def count_rows(connection, tables, estimate=False):
             "AND c.relnamespace = current_schema()::regnamespace"), {"names": [t.name for t in tables]}).all())
     return {t.name: int(estimates[t.name]) if estimates.get(t.name, -1) >= 0
             else connection.scalar(sa.select(sa.func.count()).select_from(t)) for t in tables}
+
+
+# --- PostgreSQL: a restore loaded beside the live tables, then swapped in ---------------------------------------
+# Schemas a restore makes in the store's database: the new tables while they load ("restore_new_"), the old ones
+# after the swap until they are dropped ("restore_old_"). Whatever carries these prefixes when no restore runs is
+# left over by a process that died, and ``drop_restore_schemas`` removes it.
+NEW_SCHEMA, OLD_SCHEMA = "restore_new_", "restore_old_"
+SWAP_LOCK_TIMEOUT = "30s"
+
+
+def with_search_path(url, schema):
+    """The store's URL, with a search path that names only ``schema`` (an engine on it sees only that schema)."""
+    return url.update_query_dict({"options": f"-csearch_path={schema}"})
+
+
+def live_schema(connection):
+    return connection.exec_driver_sql("SELECT current_schema()").scalar()
+
+
+def swap_tables(connection, tables, new_schema, old_schema):
+    """Inside the caller's transaction: move the live tables into ``old_schema`` and the restored ones (with
+    their indexes, constraints and sequences) into their place. Foreign keys point at the tables they were
+    made with, so the set moves as a whole; queries of other sessions find the new tables by name."""
+    preparer = connection.dialect.identifier_preparer
+    live = preparer.quote(live_schema(connection))
+    old, new = preparer.quote(old_schema), preparer.quote(new_schema)
+    names = [preparer.quote(t.name) for t in tables]
+    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+    connection.exec_driver_sql(f"CREATE SCHEMA {old}")
+    connection.exec_driver_sql(f"LOCK TABLE {', '.join(f'{live}.{n}' for n in names)} IN ACCESS EXCLUSIVE MODE")
+    for name in names:
+        connection.exec_driver_sql(f"ALTER TABLE {live}.{name} SET SCHEMA {old}")
+    for name in names:
+        connection.exec_driver_sql(f"ALTER TABLE {new}.{name} SET SCHEMA {live}")
+
+
+def drop_restore_schemas(engine, only=None):
+    """Drop the schemas a restore made (``only``: those names; else every one a dead process left)."""
+    with engine.begin() as connection:
+        found = connection.execute(sa.text(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE :new OR nspname LIKE :old"),
+            {"new": NEW_SCHEMA + "%", "old": OLD_SCHEMA + "%"}).scalars().all()
+        for name in found:
+            if only is None or name in only:
+                connection.exec_driver_sql(f"DROP SCHEMA {connection.dialect.identifier_preparer.quote(name)} CASCADE")
+    return found

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from app.snapshot.database import drop_restore_schemas
+
 MARKER_TABLE = "snapshot_restore_marker"
 _marker_metadata = sa.MetaData()
 marker = sa.Table(
@@ -113,6 +115,8 @@ def recover(uploads_dir, engine):
         if done:
             shutil.rmtree(old, ignore_errors=True)
         path.unlink(missing_ok=True)
+    if engine.dialect.name == "postgresql":  # the schemas of a restore that died (under the lock: none runs now)
+        actions += [f"dropped {name}, left by a restore that did not finish" for name in drop_restore_schemas(engine)]
     tidy(uploads, engine)
     return actions
 

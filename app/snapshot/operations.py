@@ -3,6 +3,7 @@ import csv
 import errno
 import io
 import os
+import secrets
 import threading
 import time
 import zipfile
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import sqlalchemy as sa
 import zstandard
 
 from app.snapshot import container, database, files, journal, tablecodec
@@ -558,7 +560,7 @@ def archive_to_csv(path, target, *, signing_key, metadata, max_row_bytes=DEFAULT
 def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_revision, parts,
                     max_total_bytes=None, max_members=DEFAULT_MAX_MEMBERS, max_row_bytes=DEFAULT_MAX_ROW_BYTES,
                     max_value_bytes=DEFAULT_MAX_VALUE_BYTES, keep_tables=(), progress=None, maintenance=None,
-                    _fail_after_rows=None):
+                    build=None, _fail_after_rows=None):
     """Replace the chosen parts of the store; all of it happens, or none of it.
 
     The limits are inspect_archive's; the archive is checked completely before anything changes. Tables
@@ -568,7 +570,12 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
     ``maintenance`` (a context manager factory, e.g. the app's storefront maintenance) is entered only for
     the steps that change the store: loading the rows, swapping the files in, committing. Checking the
     archive and writing the files into their staging folder (each checked against its SHA-256 as it is
-    written, instead of in a separate pass) happen before it; deleting the old files after it."""
+    written, instead of in a separate pass) happen before it; deleting the old files after it.
+
+    On PostgreSQL (unless tables are kept) the rows are loaded, their keys and indexes built and checked, in a
+    schema of their own beside the live tables, before maintenance; inside it the tables are only swapped (one
+    short transaction, with the files). ``build(connection)`` creates the tables there (default: from
+    ``metadata``; the app passes its migrations)."""
     report = Reporter(progress)
     journal.recover(uploads_dir, engine)
     limits = (max_row_bytes, max_value_bytes)
@@ -593,13 +600,17 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
                 raise
         report("done", 1, 1, "archives", "The archive is valid", force=True)
         try:
-            with (maintenance or nullcontext)():
-                if _has(parts, "database"):
-                    _restore_database(reader, engine, metadata, staged, report, limits, keep_tables,
-                                      _fail_after_rows)
-                elif staged is not None:
-                    report("swap", 0, 1, "steps", "Moving the restored files into place", force=True)
-                    staged.swap_in()
+            if _has(parts, "database") and engine.dialect.name == "postgresql" and not keep_tables:
+                _restore_by_swap(reader, engine, metadata, staged, report, limits, maintenance or nullcontext,
+                                 build or metadata.create_all, _fail_after_rows)
+            else:
+                with (maintenance or nullcontext)():
+                    if _has(parts, "database"):
+                        _restore_database(reader, engine, metadata, staged, report, limits, keep_tables,
+                                          _fail_after_rows)
+                    elif staged is not None:
+                        report("swap", 0, 1, "steps", "Moving the restored files into place", force=True)
+                        staged.swap_in()
         except BaseException:
             if staged is not None:
                 staged.undo()
@@ -654,6 +665,61 @@ def _restore_database(reader, engine, metadata, staged, report, limits, keep_tab
             _roll_back(transaction)
             raise RestoreFailed(f"Loading the database failed ({type(error).__name__}: {_first_line(error)}); "
                                 "everything was rolled back and the store is unchanged.") from error
+
+
+def _restore_by_swap(reader, engine, metadata, staged, report, limits, maintenance, build, fail_after_rows):
+    """PostgreSQL: load into a new schema while the store is open, then swap the tables in under maintenance.
+    The live tables are untouched until the swap's transaction commits; the old ones are dropped after."""
+    tables = store_tables(metadata)
+    entries = {entry["name"]: entry for entry in reader.manifest["tables"]}
+    total = sum(entry["rows"] for entry in entries.values())
+    token = secrets.token_hex(6)
+    new_schema, old_schema = f"{database.NEW_SCHEMA}{token}", f"{database.OLD_SCHEMA}{token}"
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{new_schema}"')
+    side = sa.create_engine(database.with_search_path(engine.url, new_schema), poolclass=sa.pool.NullPool)
+    try:
+        with side.begin() as connection:
+            build(connection)
+        done = 0
+        with side.connect() as connection, connection.begin():
+            report("load", 0, total, "rows", "Loading the rows beside the live store", force=True)
+            constraints = database.set_aside_constraints(connection, tables)
+            for table in tables:
+                entry, base = entries[table.name], done
+                database.load_table(connection, table, [c["name"] for c in entry["columns"]],
+                                    _table_chunks(reader, entry, limits), entry["rows"],
+                                    on_rows=lambda n: report("load", base + n, total, "rows", table.name))
+                done += entry["rows"]
+                if fail_after_rows is not None and done >= fail_after_rows:
+                    raise RestoreFailed("Injected failure (tests only); the restore was rolled back.")
+            report("load", done, total, "rows", "Checking keys and building indexes", force=True)
+            database.put_back_constraints(connection, constraints)
+            database.reset_sequences(connection, tables)
+        with maintenance(), engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                report("swap", done, total, "rows", "Swapping the restored tables in", force=True)
+                database.swap_tables(connection, tables, new_schema, old_schema)
+                if staged is not None:
+                    journal.mark_committed(connection, staged.token)
+                    staged.swap_in()
+                report("commit", done, total, "rows", "Committing", force=True)
+                transaction.commit()
+            except BaseException:
+                _roll_back(transaction)
+                raise
+    except SnapshotError:
+        raise
+    except Exception as error:
+        raise RestoreFailed(f"Loading the database failed ({type(error).__name__}: {_first_line(error)}); "
+                            "everything was rolled back and the store is unchanged.") from error
+    finally:
+        side.dispose()
+        try:  # the old tables after a swap, or the unused new ones: after maintenance, never inside it
+            database.drop_restore_schemas(engine, only={new_schema, old_schema})
+        except Exception:  # left for the next restore's recovery; the outcome above stands
+            pass
 
 
 def _roll_back(transaction):
