@@ -681,21 +681,8 @@ def _restore_by_swap(reader, engine, metadata, staged, report, limits, maintenan
     try:
         with side.begin() as connection:
             build(connection)
-        done = 0
-        with side.connect() as connection, connection.begin():
-            report("load", 0, total, "rows", "Loading the rows beside the live store", force=True)
-            constraints = database.set_aside_constraints(connection, tables)
-            for table in tables:
-                entry, base = entries[table.name], done
-                database.load_table(connection, table, [c["name"] for c in entry["columns"]],
-                                    _table_chunks(reader, entry, limits), entry["rows"],
-                                    on_rows=lambda n: report("load", base + n, total, "rows", table.name))
-                done += entry["rows"]
-                if fail_after_rows is not None and done >= fail_after_rows:
-                    raise RestoreFailed("Injected failure (tests only); the restore was rolled back.")
-            report("load", done, total, "rows", "Checking keys and building indexes", force=True)
-            database.put_back_constraints(connection, constraints)
-            database.reset_sequences(connection, tables)
+        _load_beside(side, reader, tables, entries, total, report, limits, fail_after_rows)
+        done = total
         with maintenance(), engine.connect() as connection:
             transaction = connection.begin()
             try:
@@ -720,6 +707,91 @@ def _restore_by_swap(reader, engine, metadata, staged, report, limits, maintenan
             database.drop_restore_schemas(engine, only={new_schema, old_schema})
         except Exception:  # left for the next restore's recovery; the outcome above stands
             pass
+
+
+# Connections that load a restore's tables (and build their indexes) at once, as pg_restore -j2 does.
+LOAD_CONNECTIONS = 2
+
+
+def _load_beside(side, reader, tables, entries, total, report, limits, fail_after_rows):
+    """The tables loaded into the side schema on LOAD_CONNECTIONS connections at once (each table whole on
+    one of them, the largest spread first), then the unique constraints and indexes built the same way, then
+    the foreign keys checked. The side schema is not the store, so each connection commits its own work;
+    only the swap must be one transaction. Progress is reported from this thread only."""
+    with side.begin() as connection:
+        constraints = database.set_aside_constraints(connection, tables)
+    groups = [[] for _ in range(LOAD_CONNECTIONS)]
+    sizes = [0] * LOAD_CONNECTIONS
+    for table in sorted(tables, key=lambda t: -entries[t.name]["raw_bytes"]):
+        smallest = sizes.index(min(sizes))
+        groups[smallest].append(table)
+        sizes[smallest] += entries[table.name]["raw_bytes"]
+    loaded = [0] * LOAD_CONNECTIONS
+    stop = threading.Event()
+
+    def load(slot, group):
+        with side.connect() as connection, connection.begin():
+            for table in group:
+                entry, base = entries[table.name], loaded[slot]
+
+                def on_rows(n, base=base):
+                    if stop.is_set():
+                        raise RestoreFailed("Stopped: the other part of the load failed.")
+                    loaded[slot] = base + n
+
+                database.load_table(connection, table, [c["name"] for c in entry["columns"]],
+                                    _table_chunks(reader, entry, limits), entry["rows"], on_rows=on_rows)
+                loaded[slot] = base + entry["rows"]
+
+    report("load", 0, total, "rows", "Loading the rows beside the live store", force=True)
+    _together([lambda slot=slot, group=group: load(slot, group) for slot, group in enumerate(groups) if group],
+              stop, lambda: report("load", sum(loaded), total, "rows", "Loading the rows beside the live store"))
+    if fail_after_rows is not None and total >= fail_after_rows:
+        raise RestoreFailed("Injected failure (tests only); the restore was rolled back.")
+    report("load", total, total, "rows", "Checking keys and building indexes", force=True)
+    foreign = [statement for statement in constraints if " FOREIGN KEY " in statement]
+    keys = [statement for statement in constraints if statement not in foreign]
+
+    def build(statements):
+        for statement in statements:  # one transaction each: two connections never wait on each other's locks
+            with side.begin() as connection:
+                connection.exec_driver_sql(statement)
+
+    _together([lambda part=keys[slot::LOAD_CONNECTIONS]: build(part) for slot in range(LOAD_CONNECTIONS)], stop,
+              lambda: report("load", total, total, "rows", "Checking keys and building indexes"))
+    with side.begin() as connection:
+        database.put_back_constraints(connection, foreign)
+        database.reset_sequences(connection, tables)
+
+
+def _together(tasks, stop, tick, interval=0.2):
+    """Run ``tasks`` in threads and wait for all, calling ``tick`` (progress, where a cancellation is raised)
+    from this thread; the first error stops the others (they look at ``stop``) and is raised here."""
+    errors = []
+
+    def run(task):
+        try:
+            task()
+        except BaseException as error:  # handed to the calling thread
+            errors.append(error)
+            stop.set()
+
+    threads = [threading.Thread(target=run, args=(task,), name="snapshot-load", daemon=True) for task in tasks]
+    for thread in threads:
+        thread.start()
+    try:
+        while any(thread.is_alive() for thread in threads):
+            for thread in threads:
+                thread.join(interval / len(threads))
+            if not errors:
+                tick()
+    except BaseException:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        raise
+    if errors:
+        raise errors[0]
 
 
 def _roll_back(transaction):

@@ -9,31 +9,46 @@ from tests.faults.harness import damage
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("parts", ["database", "both"])
-def test_connection_killed_by_the_server_mid_load(pg_store, parts, monkeypatch):  # noqa: F811
-    from app.snapshot import progress
+def terminate_others(admin, database):
+    """Cut every connection to the store's database but the admin's, from the server's side."""
+    with admin.connect() as c:
+        return c.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database}).scalars().all()
 
-    monkeypatch.setattr(progress.Reporter.__init__, "__defaults__", (None, 0.0))  # every event, not 5 a second
+
+@pytest.mark.parametrize("parts", ["database", "both"])
+@pytest.mark.parametrize("moment", ["load", "swap"])
+def test_connection_killed_by_the_server_mid_load(pg_store, parts, moment, monkeypatch):  # noqa: F811
+    """``load``: the rows stream in (beside the live tables) when the server cuts every connection, after
+    the first block of table data; ``swap``: the cut comes inside maintenance, as the swap begins."""
+    from app.snapshot import operations
+
     archive = pg_store.create("backup", "both")
     damage(pg_store.engine, pg_store.uploads)
     before = pg_store.state()
-    database = pg_store.engine.url.database
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    database = pg_store.engine.url.database
     killed = []
+    chunks = operations._table_chunks
 
-    def terminate_mid_load(event):
-        if event.phase == "load" and event.done > 1000 and not killed:  # in the middle of the COPY
-            with admin.connect() as c:
-                killed.extend(c.execute(sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database}).scalars())
+    def cut_after_the_first_block(*args, **kwargs):
+        for number, chunk in enumerate(chunks(*args, **kwargs)):
+            yield chunk
+            if number == 0 and not killed:
+                killed.extend(terminate_others(admin, database))
 
+    def cut_as_the_swap_begins(event):
+        if event.phase == "swap" and not killed:
+            killed.extend(terminate_others(admin, database))
+
+    if moment == "load":
+        monkeypatch.setattr(operations, "_table_chunks", cut_after_the_first_block)
     try:
         with pytest.raises(RestoreFailed, match="rolled back") as refused:
-            pg_store.restore(archive, parts, progress=terminate_mid_load)
+            pg_store.restore(archive, parts, progress=cut_as_the_swap_begins if moment == "swap" else None)
     finally:
         admin.dispose()
-    assert killed and all(killed)  # the restore's own connection really was cut
+    assert killed and all(killed)  # the restore's own connections really were cut
     assert "\n" not in str(refused.value)
     assert pg_store.state() == before  # a new connection sees the store as it was, rows and files
     assert not [p for p in pg_store.uploads.parent.iterdir() if p.name.startswith(".uploads")]
