@@ -590,19 +590,16 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
         staging_checks = set(files.file_members(m)) if _has(parts, "files") else set()
         summary = _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report,
                            checked_later=staging_checks)
-        staged = None
-        if _has(parts, "files"):
-            staged = files.StagedFiles(uploads_dir)
-            try:
-                staged.extract(reader, files.file_members(m), report)
-            except BaseException:
-                staged.undo()
-                raise
-        report("done", 1, 1, "archives", "The archive is valid", force=True)
+        swap = _has(parts, "database") and engine.dialect.name == "postgresql" and not keep_tables
+        staged = files.StagedFiles(uploads_dir) if _has(parts, "files") else None
         try:
-            if _has(parts, "database") and engine.dialect.name == "postgresql" and not keep_tables:
-                _restore_by_swap(reader, engine, metadata, staged, report, limits, maintenance or nullcontext,
-                                 build or metadata.create_all, _fail_after_rows)
+            if staged is not None and not swap:  # a swap stages the files while its rows load
+                staged.extract(reader, files.file_members(m), report)
+            report("done", 1, 1, "archives", "The archive is valid", force=True)
+            if swap:
+                stage = (lambda quiet: staged.extract(reader, files.file_members(m), quiet)) if staged else None
+                _restore_by_swap(reader, engine, metadata, staged, stage, report, limits,
+                                 maintenance or nullcontext, build or metadata.create_all, _fail_after_rows)
             else:
                 with (maintenance or nullcontext)():
                     if _has(parts, "database"):
@@ -667,9 +664,10 @@ def _restore_database(reader, engine, metadata, staged, report, limits, keep_tab
                                 "everything was rolled back and the store is unchanged.") from error
 
 
-def _restore_by_swap(reader, engine, metadata, staged, report, limits, maintenance, build, fail_after_rows):
-    """PostgreSQL: load into a new schema while the store is open, then swap the tables in under maintenance.
-    The live tables are untouched until the swap's transaction commits; the old ones are dropped after."""
+def _restore_by_swap(reader, engine, metadata, staged, stage, report, limits, maintenance, build, fail_after_rows):
+    """PostgreSQL: load into a new schema while the store is open (``stage``, when there are files, writes them
+    into their staging folder at the same time), then swap the tables in under maintenance. The live tables
+    are untouched until the swap's transaction commits; the old ones are dropped after."""
     tables = store_tables(metadata)
     entries = {entry["name"]: entry for entry in reader.manifest["tables"]}
     total = sum(entry["rows"] for entry in entries.values())
@@ -681,7 +679,7 @@ def _restore_by_swap(reader, engine, metadata, staged, report, limits, maintenan
     try:
         with side.begin() as connection:
             build(connection)
-        _load_beside(side, reader, tables, entries, total, report, limits, fail_after_rows)
+        _load_beside(side, reader, tables, entries, total, report, limits, fail_after_rows, stage)
         done = total
         with maintenance(), engine.connect() as connection:
             transaction = connection.begin()
@@ -713,11 +711,12 @@ def _restore_by_swap(reader, engine, metadata, staged, report, limits, maintenan
 LOAD_CONNECTIONS = 2
 
 
-def _load_beside(side, reader, tables, entries, total, report, limits, fail_after_rows):
+def _load_beside(side, reader, tables, entries, total, report, limits, fail_after_rows, stage=None):
     """The tables loaded into the side schema on LOAD_CONNECTIONS connections at once (each table whole on
-    one of them, the largest spread first), then the unique constraints and indexes built the same way, then
-    the foreign keys checked. The side schema is not the store, so each connection commits its own work;
-    only the swap must be one transaction. Progress is reported from this thread only."""
+    one of them, the largest spread first) while ``stage(report)`` writes the files into their staging folder,
+    then the unique constraints and indexes built the same way, then the foreign keys checked. The side schema
+    is not the store, so each connection commits its own work; only the swap must be one transaction.
+    Progress is reported from this thread only (the files' progress is kept, and shown with the rows')."""
     with side.begin() as connection:
         constraints = database.set_aside_constraints(connection, tables)
     groups = [[] for _ in range(LOAD_CONNECTIONS)]
@@ -743,9 +742,26 @@ def _load_beside(side, reader, tables, entries, total, report, limits, fail_afte
                                     _table_chunks(reader, entry, limits), entry["rows"], on_rows=on_rows)
                 loaded[slot] = base + entry["rows"]
 
+    staging = {"latest": None, "sent": None}
+
+    def staged_quietly(phase, done, total_bytes, unit, message="", force=False):
+        if stop.is_set():
+            raise RestoreFailed("Stopped: the other part of the restore failed.")
+        staging["latest"] = (phase, done, total_bytes, unit, message)
+
+    def tick():
+        if staging["latest"] != staging["sent"]:  # the files' progress, relayed from this thread
+            staging["sent"] = staging["latest"]
+            report(*staging["sent"], force=True)
+        report("load", sum(loaded), total, "rows", "Loading the rows beside the live store", force=True)
+
+    tasks = [lambda slot=slot, group=group: load(slot, group) for slot, group in enumerate(groups) if group]
+    if stage is not None:
+        tasks.append(lambda: stage(staged_quietly))
     report("load", 0, total, "rows", "Loading the rows beside the live store", force=True)
-    _together([lambda slot=slot, group=group: load(slot, group) for slot, group in enumerate(groups) if group],
-              stop, lambda: report("load", sum(loaded), total, "rows", "Loading the rows beside the live store"))
+    _together(tasks, stop, tick)
+    if staging["latest"] != staging["sent"]:
+        report(*staging["latest"], force=True)
     if fail_after_rows is not None and total >= fail_after_rows:
         raise RestoreFailed("Injected failure (tests only); the restore was rolled back.")
     report("load", total, total, "rows", "Checking keys and building indexes", force=True)
