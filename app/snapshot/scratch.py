@@ -26,9 +26,9 @@ from sqlalchemy.pool import NullPool
 
 from app.snapshot import database, files, journal
 from app.snapshot.container import Reader
-from app.snapshot.errors import SnapshotError
+from app.snapshot.errors import RestoreFailed, SnapshotError
 from app.snapshot.operations import (
-    DEFAULT_MAX_MEMBERS, DEFAULT_MAX_ROW_BYTES, DEFAULT_MAX_VALUE_BYTES, _has, _inspect, _table_chunks,
+    DEFAULT_MAX_MEMBERS, DEFAULT_MAX_ROW_BYTES, DEFAULT_MAX_VALUE_BYTES, _has, _inspect, _load_beside, _table_chunks,
     create_archive, store_tables,
 )
 from app.snapshot.progress import Reporter
@@ -188,24 +188,58 @@ def load_archive(path, scratch, *, signing_key, schema_revision, metadata, parts
         summary = _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report,
                            checked_later=staged_later)  # each file is checked as it is written, as a restore does
         result = TrialResult(name=summary.name, parts=parts)
-        if _has(parts, "files"):
-            staged = files.StagedFiles(scratch.uploads_dir)
-            try:
-                staged.extract(reader, files.file_members(reader.manifest), report)
+        staged = files.StagedFiles(scratch.uploads_dir) if _has(parts, "files") else None
+        members = files.file_members(reader.manifest)
+        beside = _has(parts, "database") and scratch.schema is not None and not keep_tables
+        try:
+            if staged is not None and not beside:
+                staged.extract(reader, members, report)
+            if beside:  # as the real restore loads: two connections, the files staged alongside
+                stage = (lambda quiet: staged.extract(reader, members, quiet)) if staged is not None else None
+                result.row_counts = _load_beside_checked(reader, scratch, metadata, limits, report, stage)
+            elif _has(parts, "database"):
+                result.row_counts = _load_tables(reader, scratch, metadata, keep_from, keep_tables, limits, report)
+            if staged is not None:
                 staged.swap_in()
-            except BaseException:
+        except BaseException:
+            if staged is not None:
                 staged.undo()
-                raise
+            raise
+        if staged is not None:
             staged.commit()
             result.file_count, result.file_bytes = summary.file_count, summary.file_bytes
             result.checks.append(f"{summary.file_count} files restored, each matching its SHA-256")
         if _has(parts, "database"):
-            result.row_counts = _load_tables(reader, scratch, metadata, keep_from, keep_tables, limits, report)
             result.checks += [f"{sum(result.row_counts.values())} rows in {len(result.row_counts)} tables, as many "
                               "as the manifest declares", "every foreign key and unique constraint holds"]
     result.seconds = time.monotonic() - started
     report("done", 1, 1, "checks", "The archive loads and checks out", force=True)
     return result
+
+
+def _load_beside_checked(reader, scratch, metadata, limits, report, stage):
+    """PostgreSQL: the real restore's loader (operations._load_beside: two connections, keys rebuilt after);
+    when the database refuses a key, our own queries find the table and the row."""
+    tables = store_tables(metadata)
+    entries = {e["name"]: e for e in reader.manifest["tables"]}
+    total = sum(e["rows"] for e in entries.values())
+    try:
+        _load_beside(scratch.engine, reader, tables, entries, total, report, limits, None, stage)
+    except RestoreFailed as error:  # table data that does not load (the archive's own faults propagate as they are)
+        raise TrialFailed(_trial_text(str(error))) from None
+    except SnapshotError:
+        raise
+    except sa.exc.DBAPIError as error:
+        with scratch.engine.connect() as connection:
+            _check_constraints(connection, tables)  # names the table and the row, when it can
+        raise TrialFailed(f"Rebuilding the constraints failed: {_db_message(error)}.") from None
+    except Exception as error:  # a row the database refused while loading (a bad value, a duplicate key)
+        raise TrialFailed(f"The database refused a row: {_db_message(error)}.") from None
+    counts = {t.name: entries[t.name]["rows"] for t in tables}
+    report("check", total, total, "rows", "Checking row counts", force=True)
+    with scratch.engine.connect() as connection:
+        _check_counts(connection, tables, counts)
+    return counts
 
 
 def _load_tables(reader, scratch, metadata, keep_from, keep_tables, limits, report):
