@@ -778,6 +778,9 @@ def _load_beside(side, reader, tables, entries, total, report, limits, fail_afte
     with side.begin() as connection:
         database.put_back_constraints(connection, foreign)
         database.reset_sequences(connection, tables)
+    with side.connect() as connection:  # statistics for the planner before the tables go live, not after
+        connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+            "ANALYZE " + ", ".join(connection.dialect.identifier_preparer.quote(t.name) for t in tables))
 
 
 def _together(tasks, stop, tick, interval=0.2):
