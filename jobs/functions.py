@@ -7,6 +7,7 @@ from redis.exceptions import RedisError
 from rq import get_current_job
 
 from app.extensions import db
+from app.models import JobRun
 from app.operations import Caller, archives, incoming, offsite, runs
 from app.operations.notify import notify_run
 from app.queue import cancel_key
@@ -188,12 +189,19 @@ def _trial(run, caller, progress):
     try:
         source = incoming.source_path(options, progress)
         result = run_trial(options.get("trial", "verify"), source, caller, parts=run.parts or None,
-                           keep_accounts=bool(options.get("keep_accounts")), progress=progress)
+                           keep_accounts=bool(options.get("keep_accounts")), progress=progress,
+                           sha256=_reviewed_sha256(options))
     except SnapshotError as error:
         raise _in_users_words(error, source, options)
     finally:
         incoming.release(source)
     return result, options.get("name")
+
+
+def _reviewed_sha256(options):
+    """A dry run from a review: the SHA-256 its check recorded (the trial never reads the archive for it)."""
+    inspection = db.session.get(JobRun, options["inspection"]) if options.get("inspection") else None
+    return (inspection.result or {}).get("sha256") if inspection is not None else None
 
 
 def _staging(run, caller, progress):

@@ -231,7 +231,8 @@ def run_restore(source, parts, caller, *, holder=None, safety=True, accept_other
         plan = trials.upgrade_plan(manifest)
         if try_first:
             _say(progress, "trial", "Trying the archive first in a scratch store (the live store is not touched)")
-            run_trial("dry run", source, caller, parts=parts, keep_accounts=keep_accounts, progress=progress)
+            run_trial("dry run", source, caller, parts=parts, keep_accounts=keep_accounts, progress=progress,
+                      sha256=expected_sha256)
         if plan is not None:
             _say(progress, "forward", trials.upgrade_sentence(plan))
         with trials.restorable(source, plan, progress) as today, holding(holder or new_holder(), "restore",
@@ -251,15 +252,16 @@ def run_restore(source, parts, caller, *, holder=None, safety=True, accept_other
     return {"restored": parts, "safety_backup": safety_name, "details": details}
 
 
-def run_trial(kind, source, caller, *, parts=None, keep_accounts=False, progress=None):
+def run_trial(kind, source, caller, *, parts=None, keep_accounts=False, progress=None, sha256=None):
     """Restore an archive into a scratch store and check it there: a "dry run" before a restore, a
     "verify" a person asked for, or the scheduled "drill" (those two also open the storefront against
-    it). No lock, no maintenance: the live store is never touched. One ArchiveTrial row either way."""
+    it). No lock, no maintenance: the live store is never touched. One ArchiveTrial row either way,
+    with ``sha256`` when the caller knows it already (a reviewed archive): never a read of its own."""
     name = getattr(source, "name", str(source))
     started = time.monotonic()
+    digest = sha256
     with _audited(f"{kind.replace(' ', '_')}.finish", caller, target=name) as outcome:
         with archives.readable(source) as local:
-            digest = archives.file_sha256(local)
             try:
                 result = trials.try_archive(local, parts=parts, keep_accounts=keep_accounts,
                                             storefront=kind != "dry run", progress=progress)

@@ -113,11 +113,11 @@ def load(local, scratch, *, parts=None, keep_accounts=False, progress=None):
     return result, None
 
 
-def try_archive(source, *, parts=None, keep_accounts=False, storefront=False, progress=None):
-    """Restore ``source`` (a local file or a kept archive's name) into a scratch store and check it; with
-    ``storefront``, open the home page and a product page against it too. Raises TrialFailed or the
-    engine's errors; returns a dict for the run's result."""
-    with archives.readable(source) as local, scratch_store() as scratch:
+def try_archive(local, *, parts=None, keep_accounts=False, storefront=False, progress=None):
+    """Restore the archive file ``local`` into a scratch store and check it; with ``storefront``, open the
+    home page and a product page against it too. Raises TrialFailed or the engine's errors; returns a dict
+    for the run's result."""
+    with scratch_store() as scratch:
         result, plan = load(local, scratch, parts=parts, keep_accounts=keep_accounts, progress=progress)
         if storefront and result.parts in ("database", "both"):
             result.checks += check_storefront(scratch, Path(local).name)
