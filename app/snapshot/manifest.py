@@ -45,7 +45,8 @@ SCHEMA = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["name", "member", "rows", "raw_bytes", "columns"],
+                # member and raw_bytes: each table's own data member (absent when "database" holds the file)
+                "required": ["name", "rows", "columns"],
                 "additionalProperties": False,
                 "properties": {
                     "name": {"type": "string", "minLength": 1, "maxLength": 255},
@@ -64,6 +65,15 @@ SCHEMA = {
                     },
                 },
             },
+        },
+        "database": {  # optional: the database part as one SQLite database file (app/snapshot/sqlitefile.py)
+            "type": "object",
+            "required": ["format", "member", "raw_bytes", "page_size"],
+            "additionalProperties": False,
+            "properties": {"format": {"const": "sqlite"},
+                           "member": {"type": "string", "minLength": 1, "maxLength": 1024},
+                           "raw_bytes": _COUNT,
+                           "page_size": {"enum": [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]}},
         },
         "files": {
             "type": "object",

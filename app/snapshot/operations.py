@@ -15,7 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 import zstandard
 
-from app.snapshot import container, database, files, journal, tablecodec
+from app.snapshot import container, database, files, journal, sqlitefile, tablecodec
 from app.snapshot.container import FORMAT, FORMAT_VERSION, KINDS, PARTS, Reader, Writer
 from app.snapshot.errors import (
     ArchiveInvalid, IncompatibleArchive, InsufficientSpace, RestoreFailed, SnapshotError, UnsafeArchive,
@@ -85,8 +85,11 @@ def _has(parts, part):
 
 def create_archive(*, engine, metadata, uploads_dir, backups_dir, signing_key, store_name, kind, parts,
                    created_by, schema_revision, app_version, redactions=(), label=None, safety=False,
-                   progress=None):
-    """Write a new archive and return its path; on any failure nothing is left behind."""
+                   progress=None, database_file=True):
+    """Write a new archive and return its path; on any failure nothing is left behind.
+
+    ``database_file``: a backup of a SQLite store holds its database file (sqlitefile), copied and restored
+    page for page; False writes the rows in the portable format, as for every other engine and every export."""
     if kind not in KINDS or parts not in PARTS:
         raise SnapshotError(f"Unknown archive kind/parts {kind}/{parts}.")
     if kind == "export" and parts != "database":
@@ -110,14 +113,17 @@ def create_archive(*, engine, metadata, uploads_dir, backups_dir, signing_key, s
     os.close(fd)
     writer = None
     stop = threading.Event()  # tells a part still being written (in another thread) to give up
+    dump, database_file = _database_part(engine, kind if database_file else "rows")
     try:
         writer = Writer(temp, stop)
         if parts == "both":
-            manifest["tables"], files_part = _both_parts(writer, engine, tables, uploads_dir, report, stop)
+            manifest["tables"], files_part = _both_parts(writer, engine, tables, uploads_dir, report, stop, dump)
         elif parts == "database":
-            manifest["tables"] = _dump_database(writer, engine, tables, redactions if kind == "export" else (), report)
+            manifest["tables"] = dump(writer, engine, tables, redactions if kind == "export" else (), report)
         else:
             files_part = files.pack(writer, uploads_dir, report)
+        if database_file:
+            manifest["database"] = database_file["database"]
         if _has(parts, "files"):
             count, size, skipped = files_part
             manifest["files"] = {"count": count, "bytes": size, "skipped": skipped}
@@ -158,7 +164,22 @@ def _remove_stale_parts(backups, older_than=STALE_PART_SECONDS):
             pass
 
 
-def _both_parts(writer, engine, tables, uploads_dir, report, stop):
+def _database_part(engine, kind):
+    """How the database part is written: a SQLite store's backup holds the database file itself (sqlitefile);
+    everything else holds the rows in the portable format. Returns the dump function and where it leaves the
+    manifest's ``database`` object."""
+    if not sqlitefile.wanted(engine, kind):
+        return _dump_database, {}
+    found = {}
+
+    def dump(sink, engine, tables, redactions, report):
+        entries, found["database"] = sqlitefile.dump(sink, engine, tables, report, journal.MARKER_TABLE)
+        return entries
+
+    return dump, found
+
+
+def _both_parts(writer, engine, tables, uploads_dir, report, stop, dump_database=None):
     """Both parts at once: the database is dumped by a thread into a segment file beside the archive while the
     files stream into the archive (one waits on the database server, the other on the disk; hashing, zstd and
     file I/O release the GIL), then the segment is appended in the kernel. Only this thread calls ``report``
@@ -169,7 +190,7 @@ def _both_parts(writer, engine, tables, uploads_dir, report, stop):
 
     def dump():
         try:
-            outcome["tables"] = _dump_database(segment, engine, tables, (), progress.database)
+            outcome["tables"] = (dump_database or _dump_database)(segment, engine, tables, (), progress.database)
         except BaseException as error:  # handed to this thread, which raises it
             outcome["error"] = error
 
@@ -303,12 +324,17 @@ def _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, li
     SHA-256 as it writes it) are not read here."""
     summary = _check_manifest(reader, schema_revision, metadata, max_total_bytes, max_members)
     members = reader.manifest["members"]
-    tables = {entry["member"]: entry for entry in reader.manifest["tables"]}
+    tables = {entry["member"]: entry for entry in reader.manifest["tables"] if "member" in entry}
+    database_file = reader.manifest.get("database") or {}
     total = sum(meta["size"] for name, meta in members.items() if name not in checked_later)
     done = 0
     for name, meta in members.items():
         entry = tables.get(name)
         if name in checked_later:
+            continue
+        if name == database_file.get("member"):  # the SQLite database file: checksum, then SQLite's own checks
+            sqlitefile.check(reader, store_tables(metadata), report, (done, total), limits)
+            done += meta["size"]
             continue
         if entry is None:
             done += files.copy_member(reader, name, meta, None, report, (done, total))
@@ -372,6 +398,12 @@ def _check_manifest(reader, schema_revision, metadata, max_total_bytes, max_memb
 def _check_tables(name, manifest, metadata):
     known = {t.name: t for t in store_tables(metadata)}
     seen, used = set(), set()
+    database_file = manifest.get("database")
+    if database_file is not None:  # the database part is one SQLite file (sqlitefile); tables have no members
+        if database_file["member"] != sqlitefile.MEMBER or database_file["member"] not in manifest["members"] \
+                or not _has(manifest["parts"], "database"):
+            raise ArchiveInvalid(f"{name}: its database file is not where its manifest says; nothing was changed.")
+        used.add(database_file["member"])
     for entry in manifest["tables"]:
         table = known.get(entry["name"])
         if table is None:
@@ -384,6 +416,17 @@ def _check_tables(name, manifest, metadata):
         if sorted(columns) != sorted(c.name for c in table.columns) or len(columns) != len(set(columns)):
             raise IncompatibleArchive(f"{name}: the columns of table {entry['name']!r} do not match this "
                                       "application's schema; nothing was changed.")
+        if database_file is not None:
+            if "member" in entry or "raw_bytes" in entry:
+                raise UnsafeArchive(f"{name}: table {entry['name']!r} names a data member of its own although the "
+                                    "database is one file; refused, nothing was changed.")
+            if any(c["type"] != tablecodec.type_tag(table.c[c["name"]].type) for c in entry["columns"]):
+                raise IncompatibleArchive(f"{name}: the column types of table {entry['name']!r} do not match this "
+                                          "application's schema; nothing was changed.")
+            continue
+        if "member" not in entry or "raw_bytes" not in entry:
+            raise ArchiveInvalid(f"{name}: table {entry['name']!r} has no data member of its own; nothing was "
+                                 "changed.")
         if entry["member"] not in manifest["members"] or not entry["member"].startswith(DB_PREFIX) \
                 or entry["member"] in used:
             raise ArchiveInvalid(f"{name}: table {entry['name']!r} has no data member of its own; nothing was "
@@ -468,7 +511,12 @@ class _Sink:
 
 def _table_chunks(reader, entry, limits=(DEFAULT_MAX_ROW_BYTES, DEFAULT_MAX_VALUE_BYTES)):
     """Decompressed table data, stopping at the size the manifest declares, and at any row or value over the
-    limits (inspection refused those already; this holds even if the archive changed since)."""
+    limits (inspection refused those already; this holds even if the archive changed since). A table of an
+    archive whose database is a SQLite file is read from that file (checked by the inspection)."""
+    if "member" not in entry:
+        types = {c["name"]: c["type"] for c in entry["columns"]}
+        yield from sqlitefile.table_chunks(reader, entry, types, limits)
+        return
     meta = reader.manifest["members"][entry["member"]]
     limit = entry["raw_bytes"]
     scanner = tablecodec.RowScanner(*limits)
@@ -496,6 +544,13 @@ def _table_chunks(reader, entry, limits=(DEFAULT_MAX_ROW_BYTES, DEFAULT_MAX_VALU
                 yield chunk
 
 
+def _check_database_file(reader, metadata, limits):
+    """Before rows are read out of an archive's SQLite database file: the file's checks (once per reader)."""
+    if reader.manifest.get("database"):
+        _check_tables(reader.name, reader.manifest, metadata)
+        sqlitefile.check(reader, store_tables(metadata), Reporter(None), (0, 0), limits)
+
+
 @dataclass
 class RestoreResult:
     parts: str
@@ -519,6 +574,7 @@ def read_table(path, *, signing_key, metadata, table, max_row_bytes=DEFAULT_MAX_
             raise IncompatibleArchive(f"{reader.name}: the columns of table {table!r} do not match this "
                                       "application's schema; nothing was changed.")
         parsers = [tablecodec.parser(tablecodec.type_tag(known.c[name].type)) for name in names]
+        _check_database_file(reader, metadata, (max_row_bytes, max_value_bytes))
         chunks = _table_chunks(reader, entry, (max_row_bytes, max_value_bytes))
         return [dict(zip(names, tablecodec.parse_line(line, parsers)))
                 for lines in database.split_lines(chunks, table) for line in lines]
@@ -534,6 +590,7 @@ def archive_to_csv(path, target, *, signing_key, metadata, max_row_bytes=DEFAULT
     partial = Path(f"{target}.part")
     try:
         with Reader(path, signing_key) as reader, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as out:
+            _check_database_file(reader, metadata, (max_row_bytes, max_value_bytes))
             for entry in reader.manifest["tables"]:
                 table = known.get(entry["name"])
                 if table is None:
@@ -588,18 +645,33 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
             raise IncompatibleArchive(f"{reader.name} holds {m['parts']}; it cannot restore {parts}. Nothing was "
                                       "changed.")
         staging_checks = set(files.file_members(m)) if _has(parts, "files") else set()
+        # A SQLite database file is checked while the files are staged (both wait on different things).
+        database_member = (m.get("database") or {}).get("member")
+        alongside = bool(database_member and staging_checks) and engine.dialect.name != "postgresql"
+        if alongside:
+            staging_checks.add(database_member)
         summary = _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report,
                            checked_later=staging_checks)
         swap = _has(parts, "database") and engine.dialect.name == "postgresql" and not keep_tables
         staged = files.StagedFiles(uploads_dir) if _has(parts, "files") else None
         try:
-            if staged is not None and not swap:  # a swap stages the files while its rows load
+            if alongside:
+                _alongside(lambda: sqlitefile.check(reader, store_tables(metadata), Reporter(None), (0, 0), limits),
+                           lambda relay: staged.extract(reader, files.file_members(m), relay), report)
+            elif staged is not None and not swap:  # a swap stages the files while its rows load
                 staged.extract(reader, files.file_members(m), report)
+            # A SQLite store's own database file, into a SQLite store of exactly its schema: copied page for page.
+            whole_file = _has(parts, "database") and bool(database_member) and not keep_tables \
+                and sqlitefile.same_schema(reader, engine, journal.MARKER_TABLE)
             report("done", 1, 1, "archives", "The archive is valid", force=True)
             if swap:
                 stage = (lambda quiet: staged.extract(reader, files.file_members(m), quiet)) if staged else None
                 _restore_by_swap(reader, engine, metadata, staged, stage, report, limits,
                                  maintenance or nullcontext, build or metadata.create_all, _fail_after_rows)
+            elif whole_file:
+                if _fail_after_rows is not None:
+                    raise RestoreFailed("Injected failure (tests only); the restore was rolled back.")
+                sqlitefile.restore(reader, engine, staged, maintenance or nullcontext, report, journal.mark_committed)
             else:
                 with (maintenance or nullcontext)():
                     if _has(parts, "database"):
@@ -620,6 +692,36 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
     return RestoreResult(parts=parts, row_counts=restored_counts if _has(parts, "database") else {},
                          file_count=summary.file_count if _has(parts, "files") else 0,
                          file_bytes=summary.file_bytes if _has(parts, "files") else 0)
+
+
+def _alongside(background, foreground, report):
+    """``background()`` in a thread while ``foreground(relay)`` runs here with a progress callback that also
+    raises the thread's error; the thread is always waited for (it reads the archive this call's caller closes)."""
+    errors = []
+
+    def run():
+        try:
+            background()
+        except BaseException as error:  # handed to this thread
+            errors.append(error)
+
+    def relay(*args, **kwargs):
+        if errors:
+            raise errors[0]
+        report(*args, **kwargs)
+
+    thread = threading.Thread(target=run, name="snapshot-check", daemon=True)
+    thread.start()
+    try:
+        foreground(relay)
+        report("verify", 0, None, "checks", "Checking the database file", force=True)
+        while thread.is_alive():
+            thread.join(0.2)
+            report("verify", 0, None, "checks", "Checking the database file")
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _restore_database(reader, engine, metadata, staged, report, limits, keep_tables, fail_after_rows):
@@ -721,10 +823,10 @@ def _load_beside(side, reader, tables, entries, total, report, limits, fail_afte
         constraints = database.set_aside_constraints(connection, tables)
     groups = [[] for _ in range(LOAD_CONNECTIONS)]
     sizes = [0] * LOAD_CONNECTIONS
-    for table in sorted(tables, key=lambda t: -entries[t.name]["raw_bytes"]):
+    for table in sorted(tables, key=lambda t: -_table_weight(entries[t.name])):
         smallest = sizes.index(min(sizes))
         groups[smallest].append(table)
-        sizes[smallest] += entries[table.name]["raw_bytes"]
+        sizes[smallest] += _table_weight(entries[table.name])
     loaded = [0] * LOAD_CONNECTIONS
     stop = threading.Event()
 
@@ -781,6 +883,11 @@ def _load_beside(side, reader, tables, entries, total, report, limits, fail_afte
     with side.connect() as connection:  # statistics for the planner before the tables go live, not after
         connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
             "ANALYZE " + ", ".join(connection.dialect.identifier_preparer.quote(t.name) for t in tables))
+
+
+def _table_weight(entry):
+    """A table's share of a load: its data's size, or its row count when the archive holds a database file."""
+    return entry.get("raw_bytes", entry["rows"])
 
 
 def _together(tasks, stop, tick, interval=0.2):

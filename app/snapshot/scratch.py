@@ -24,7 +24,7 @@ from tempfile import SpooledTemporaryFile
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from app.snapshot import database, files, journal
+from app.snapshot import database, files, journal, sqlitefile
 from app.snapshot.container import Reader
 from app.snapshot.errors import RestoreFailed, SnapshotError
 from app.snapshot.operations import (
@@ -185,8 +185,11 @@ def load_archive(path, scratch, *, signing_key, schema_revision, metadata, parts
         if not (parts == held or held == "both"):
             raise TrialFailed(f"{reader.name} holds {held}; it cannot restore {parts}.")
         staged_later = set(files.file_members(reader.manifest)) if _has(parts, "files") else set()
-        summary = _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report,
-                           checked_later=staged_later)  # each file is checked as it is written, as a restore does
+        try:
+            summary = _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report,
+                               checked_later=staged_later)  # each file is checked as it is written, as a restore does
+        except sqlitefile.BrokenReference as error:  # a SQLite database file's checks found the row
+            raise TrialFailed(_trial_text(str(error)), table=error.table, row=error.row) from None
         result = TrialResult(name=summary.name, parts=parts)
         staged = files.StagedFiles(scratch.uploads_dir) if _has(parts, "files") else None
         members = files.file_members(reader.manifest)

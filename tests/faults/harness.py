@@ -111,7 +111,8 @@ CHILD = r"""
 import os, signal, sys, shutil
 sys.path.insert(0, {root!r})
 point, arg = {point!r}.partition(":")[0], {point!r}.partition(":")[2]
-from app.snapshot import progress, files as files_mod, restore_archive
+from app.snapshot import progress, files as files_mod, restore_archive, sqlitefile
+sqlitefile.STEP_PAGES = 1  # a database file is copied back one page per step: "load:N" is the N-th page
 from tests.faults.harness import make_engine, metadata, KEY, REVISION
 progress.Reporter.__init__.__defaults__ = (None, 0.0)  # every event, so a point is hit exactly
 
@@ -153,8 +154,9 @@ def run_point(point, url, uploads, archive):
 class Scenario:
     """One store, its backup, and the damaged store a restore starts from, copied fresh per kill."""
 
-    def __init__(self, workdir, url_factory):
+    def __init__(self, workdir, url_factory, database_file=True):
         from app.snapshot import create_archive
+        from app.snapshot.container import Reader
 
         self.workdir, self.url_factory = Path(workdir), url_factory
         self.master_url, master_uploads = url_factory("master"), self.workdir / "master-uploads"
@@ -163,7 +165,11 @@ class Scenario:
         self.archive = create_archive(
             engine=engine, metadata=metadata(), uploads_dir=master_uploads, backups_dir=self.workdir / "backups",
             signing_key=KEY, store_name="fault", kind="backup", parts="both", created_by="test",
-            schema_revision=REVISION, app_version="test")
+            schema_revision=REVISION, app_version="test", database_file=database_file)
+        with Reader(self.archive, KEY) as reader:  # what "load:N" counts: rows, or pages of a database file
+            info = reader.manifest.get("database")
+            self.units = info["raw_bytes"] // info["page_size"] if info else \
+                sum(t["rows"] for t in reader.manifest["tables"])
         self.after = state(engine, master_uploads)
         damage(engine, master_uploads)
         self.before = state(engine, master_uploads)
@@ -177,6 +183,8 @@ class Scenario:
         from app.snapshot import journal
 
         self.count += 1
+        if point == "load:half":
+            point = f"load:{self.units // 2}"
         url = self.url_factory(f"copy{self.count}", template="master")
         uploads = self.workdir / f"copy{self.count}" / "uploads"
         shutil.copytree(self.master_uploads, uploads)
@@ -239,14 +247,16 @@ def main():
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--rows", action="store_true", help="SQLite: an archive of rows, not the database file")
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    points = [rng.choice([f"load:{rng.randrange(1, 6200)}", f"staging:{rng.randrange(1, 800_000)}", "commit",
-                          f"rename:{rng.randrange(1, 3)}", "after-commit"]) for _ in range(args.points)]
     with tempfile.TemporaryDirectory() as workdir:
         urls = sqlite_urls(workdir) if args.engine == "sqlite" else postgres_urls(args.postgres_url)
         try:
-            scenario = Scenario(workdir, urls)
+            scenario = Scenario(workdir, urls, database_file=not args.rows)
+            points = [rng.choice([f"load:{rng.randrange(1, scenario.units)}", f"staging:{rng.randrange(1, 800_000)}",
+                                  "commit", f"rename:{rng.randrange(1, 3)}", "after-commit"])
+                      for _ in range(args.points)]
             outcomes = [(point, scenario.kill_at(point)) for point in points]
         finally:
             if hasattr(urls, "drop"):

@@ -8,8 +8,8 @@ pytestmark = pytest.mark.slow
 
 EXPECTED = {
     "staging:1": "before",       # while files are written into the staging folder
-    "load:1": "before",          # at the first rows of the database load
-    "load:2500": "before",       # in the middle of the database load
+    "load:1": "before",          # at the first rows (or page, of a SQLite file) of the database load
+    "load:half": "before",       # in the middle of the database load
     "commit": "before",          # files swapped in, rows loaded, not committed
     "rename:1": "before",        # between the two renames of the swap
     "rename:2": "before",        # at the second rename of the swap
@@ -17,10 +17,12 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module")
-def scenario(tmp_path_factory):
+@pytest.fixture(scope="module", params=["database file", "rows"])
+def scenario(tmp_path_factory, request):
+    """A SQLite store's own backup (its database file, copied back page by page), and an archive of rows (as
+    from PostgreSQL) restored into a SQLite store."""
     workdir = tmp_path_factory.mktemp("faults")
-    return Scenario(workdir, sqlite_urls(workdir))
+    return Scenario(workdir, sqlite_urls(workdir), database_file=request.param == "database file")
 
 
 @pytest.mark.parametrize("point", list(EXPECTED))

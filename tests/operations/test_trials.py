@@ -57,9 +57,11 @@ def live(app):
     return rows, files, os.stat(uploads).st_ino
 
 
-def backup(app):
+def backup(app, rows=False):
+    """A real backup of the store; ``rows``: of its rows, as from PostgreSQL (a SQLite store's own backups hold
+    the database file, where a duplicate unique value cannot be written)."""
     with app.app_context():
-        return Path(archives.backup("both", created_by="test"))
+        return Path(archives._create("backup", "both", "test", None, database_file=not rows))
 
 
 def seed(app):
@@ -67,23 +69,19 @@ def seed(app):
         seed_demo(app.config["UPLOADS_DIR"], products=3, orders=2)
 
 
-def broken(app, mutate):
+def broken(app, mutate, rows=False):
     """A real backup of the store, rewritten by ``mutate`` and signed again with the app's key, kept under
     a new archive name so that it lists like any other."""
-    path = backup(app)
+    path = backup(app, rows)
     members, manifest = hostile.read(path)
     mutate(members, manifest)
     return hostile.write(path, members, manifest, KEY)
 
 
 def with_row(table, make_line):
+    """One more row (in the table's rows, or in a SQLite store's database file)."""
     def mutate(members, manifest):
-        entry, _, raw = hostile.table_data(members, manifest, table)
-        columns = [c["name"] for c in entry["columns"]]
-        first = dict(zip(columns, raw.split(b"\n")[0].split(b"\t")))
-        line = make_line(first)
-        hostile.set_table_data(members, manifest, table, raw + b"\t".join(line[c] for c in columns) + b"\n",
-                               rows=entry["rows"] + 1)
+        hostile.add_row(members, manifest, table, make_line)
     return mutate
 
 
@@ -154,7 +152,7 @@ def test_a_drill_passes_on_a_good_backup_and_renders_the_storefront(app, runner)
 ], ids=["foreign-key", "unique", "checksum"])
 def test_a_drill_fails_with_a_clear_reason_on_a_broken_backup(app, runner, mutate, reason):
     seed(app)
-    name = broken(app, mutate).name
+    name = broken(app, mutate, rows=mutate is DUPLICATE_SKU).name
     before = live(app)
     result = runner.invoke(args=["backup", "drill", name])
     assert result.exit_code == 1

@@ -84,6 +84,41 @@ def set_table_data(members, manifest, table, raw, declared_raw=None, rows=None):
         entry["rows"] = rows
 
 
+def add_row(members, manifest, table, make_line):
+    """One more row in ``table``: ``make_line(first)`` gets the table's first row as {column: COPY text bytes}
+    and returns the new one. Written into the table's data member, or, when the archive holds a SQLite
+    database file, into that file (foreign keys off, so a row may break one), with the manifest updated."""
+    entry = next(t for t in manifest["tables"] if t["name"] == table)
+    columns = [c["name"] for c in entry["columns"]]
+    if not manifest.get("database"):
+        _, _, raw = table_data(members, manifest, table)
+        line = make_line(dict(zip(columns, raw.split(b"\n")[0].split(b"\t"))))
+        set_table_data(members, manifest, table, raw + b"\t".join(line[c] for c in columns) + b"\n",
+                       rows=entry["rows"] + 1)
+        return
+    import sqlite3
+    import tempfile
+
+    member = next(m for m in members if m.name == manifest["database"]["member"])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "store.db"
+        path.write_bytes(zstandard.ZstdDecompressor().decompressobj().decompress(member.data))
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA foreign_keys = OFF")
+        names = ", ".join(f'"{c}"' for c in columns)
+        first = db.execute(f'SELECT {names} FROM "{table}" ORDER BY rowid LIMIT 1').fetchone()
+        line = make_line({c: b"\\N" if v is None else str(v).encode() for c, v in zip(columns, first)})
+        db.execute(f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(columns))})',
+                   [None if line[c] == b"\\N" else line[c].decode() for c in columns])
+        db.commit()
+        db.close()
+        data = path.read_bytes()
+    member.data = zstandard.ZstdCompressor().compress(data)
+    manifest["database"]["raw_bytes"] = len(data)
+    entry["rows"] += 1
+    listed(manifest, member)
+
+
 def _first_file(members):
     return next(m for m in members if m.name.startswith("files/"))
 

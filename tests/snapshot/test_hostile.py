@@ -93,7 +93,7 @@ def test_every_generator_case_has_an_expectation():
 
 @pytest.fixture
 def valid(sqlite_store):
-    archive = sqlite_store.create("backup", "both")
+    archive = sqlite_store.create("backup", "both", database_file=False)  # rows, as every engine but SQLite writes
     damage(sqlite_store.engine, sqlite_store.uploads)  # the store now differs from the archive
     return archive
 
@@ -235,7 +235,7 @@ def test_the_load_refuses_a_long_row_even_if_inspection_missed_it(engine, name, 
     from app.snapshot import operations
 
     store = request.getfixturevalue(f"{'pg' if engine == 'postgresql' else 'sqlite'}_store")
-    archive = store.create("backup", "database")
+    archive = store.create("backup", "database", database_file=False)
     damage(store.engine, store.uploads)
     path = hostile.build(name, archive, tmp_path / f"{name}.zip", store.key)
 

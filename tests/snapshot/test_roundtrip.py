@@ -138,14 +138,15 @@ def test_a_failed_create_leaves_no_archive_and_no_temp_file(sqlite_store):
 
 def test_progress_is_reported_in_batches_not_per_row(sqlite_store):
     events = []
-    sqlite_store.create("backup", "both", progress=events.append)
+    sqlite_store.create("backup", "both", progress=events.append, database_file=False)
     rows = sum(len(v) for v in sqlite_store.state()[0].values())
     database = [e for e in events if e.phase == "database"]
     assert database and len(database) < rows / 100
     assert max(e.done for e in database) == rows
     assert events[-1].phase == "done"
     restore_events = []
-    sqlite_store.restore(sqlite_store.create("backup", "both"), "both", progress=restore_events.append)
+    sqlite_store.restore(sqlite_store.create("backup", "both", database_file=False), "both",
+                         progress=restore_events.append)
     phases = [e.phase for e in restore_events]
     assert {"verify", "staging", "load", "swap", "commit", "done"} <= set(phases)
     assert len([p for p in phases if p == "load"]) < rows / 100
@@ -179,16 +180,34 @@ def test_a_restore_into_an_empty_new_store(sqlite_store, empty_sqlite):
     assert empty_sqlite.state() == expected
 
 
-def test_platform_tables_are_never_in_an_archive(sqlite_store):
+def test_platform_tables_are_never_in_an_archive(sqlite_store, tmp_path):
+    import sqlite3
     import zipfile
+
+    import zstandard
 
     from app.extensions import db
 
-    archive = sqlite_store.create("backup", "database")
+    platform = set(db.metadatas["platform"].tables)
+    archive = sqlite_store.create("backup", "database", database_file=False)
     with zipfile.ZipFile(archive) as z:
         tables = {n.split("/")[1].split(".")[0] for n in z.namelist() if n.startswith("database/")}
     assert tables == {t.name for t in metadata().sorted_tables}
-    assert not tables & set(db.metadatas["platform"].tables)
+    assert not tables & platform
+    # A SQLite store's database file: only the store's tables, even when other tables share the file.
+    with sqlite_store.engine.begin() as c:
+        c.exec_driver_sql("CREATE TABLE backup_schedules (id INTEGER PRIMARY KEY, secret TEXT)")
+        c.exec_driver_sql("INSERT INTO backup_schedules VALUES (1, 'not for an archive')")
+        c.exec_driver_sql("CREATE VIEW everything AS SELECT * FROM backup_schedules")
+    archive = sqlite_store.create("backup", "database")
+    copy = tmp_path / "copy.db"
+    with zipfile.ZipFile(archive) as z:
+        copy.write_bytes(zstandard.ZstdDecompressor().decompressobj().decompress(z.read("database/store.sqlite.zst")))
+    with sqlite3.connect(copy) as c:
+        inside = {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+    assert inside - {"sqlite_sequence"} == {t.name for t in metadata().sorted_tables}
+    assert not inside & (platform | {"backup_schedules", "everything"})
+    sqlite_store.inspect(archive)
 
 
 def test_a_temp_file_left_by_a_killed_run_is_removed_by_the_next_create(sqlite_store):

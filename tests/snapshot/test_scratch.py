@@ -66,7 +66,7 @@ def test_a_good_archive_loads_into_a_scratch_store_that_equals_the_live_one(stor
 
 
 def test_a_foreign_key_break_is_named_by_table_and_row(store, tmp_path):
-    broken = rewritten(store, store.create(), tmp_path,
+    broken = rewritten(store, store.create(database_file=False), tmp_path,
                        with_row("order_lines", lambda row: {**row, "id": b"888888", "product_id": b"999999"}))
     before = live_view(store)
     with pytest.raises(TrialFailed) as failure:
@@ -77,7 +77,7 @@ def test_a_foreign_key_break_is_named_by_table_and_row(store, tmp_path):
 
 
 def test_a_duplicate_unique_value_is_named(store, tmp_path):
-    broken = rewritten(store, store.create(), tmp_path, with_row("products", lambda row: {**row, "id": b"777777"}))
+    broken = rewritten(store, store.create(database_file=False), tmp_path, with_row("products", lambda row: {**row, "id": b"777777"}))
     before = live_view(store)
     with pytest.raises(TrialFailed) as failure:
         try_it(store, broken, tmp_path)

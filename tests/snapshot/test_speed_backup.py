@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import snapshot
-from app.snapshot import container, database, files
+from app.snapshot import container, database, files, sqlitefile
 from app.snapshot.container import Reader
 from app.snapshot.errors import ArchiveInvalid, SnapshotError
 
@@ -37,7 +37,7 @@ def test_both_parts_are_written_at_the_same_time(sqlite_store, monkeypatch):
 
     monkeypatch.setattr(container._Sink, "add_file", add_file)
     monkeypatch.setattr(database, "dump_table", dump_table)
-    archive = sqlite_store.create("backup", "both")
+    archive = sqlite_store.create("backup", "both", database_file=False)  # the rows, dumped table by table
     assert seen and seen[0] is True, "the database part ran before any file was written"
     summary = sqlite_store.inspect(archive)
     assert summary.file_count > 0 and sum(summary.row_counts.values()) > 0
@@ -75,20 +75,22 @@ def test_a_central_directory_that_does_not_read_back_as_written_is_removed(sqlit
     assert leftovers(sqlite_store) == []
 
 
-@pytest.mark.parametrize("failing", ["database", "files"])
+@pytest.mark.parametrize("failing", ["database", "database file", "files"])
 def test_either_part_failing_leaves_nothing_and_stops_the_other(sqlite_store, monkeypatch, failing):
-    if failing == "database":
-        def dump_table(*args, **kwargs):
-            raise RuntimeError("the database went away")
+    def went_away(*args, **kwargs):
+        raise RuntimeError("the database went away")
 
-        monkeypatch.setattr(database, "dump_table", dump_table)
+    if failing == "database":
+        monkeypatch.setattr(database, "dump_table", went_away)
+    elif failing == "database file":
+        monkeypatch.setattr(sqlitefile.zstandard, "ZstdCompressor", went_away)
     else:
         def add_file(self, *args, **kwargs):
             raise OSError(5, "Input/output error")
 
         monkeypatch.setattr(container._Sink, "add_file", add_file)
     with pytest.raises((RuntimeError, SnapshotError), match="database went away|Input/output error"):
-        sqlite_store.create("backup", "both")
+        sqlite_store.create("backup", "both", database_file=failing != "database")
     assert leftovers(sqlite_store) == []
     assert not [t for t in threading.enumerate() if t.name == PART_THREAD]
 

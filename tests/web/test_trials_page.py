@@ -69,13 +69,31 @@ def make_backup(runner, parts="both"):
 def broken_copy(path, tmp_path):
     """The backup with one more order line, whose product does not exist: signed, checksums right, unusable."""
     members, manifest = hostile.read(path)
-    entry, _, raw = hostile.table_data(members, manifest, "order_lines")
-    columns = [c["name"] for c in entry["columns"]]
-    row = dict(zip(columns, raw.split(b"\n")[0].split(b"\t")))
-    row.update(id=b"888888", product_id=b"999999")
-    raw += b"\t".join(row[c] for c in columns) + b"\n"
-    hostile.set_table_data(members, manifest, "order_lines", raw, rows=entry["rows"] + 1)
+    hostile.add_row(members, manifest, "order_lines", lambda row: {**row, "id": b"888888", "product_id": b"999999"})
     return hostile.write(tmp_path / "broken-backup.zip", members, manifest, SIGNING_KEY)
+
+
+def rows_backup(app, parts="database"):
+    """A backup of the rows (as from PostgreSQL): an orphan row in it only shows when it loads. A SQLite store's
+    own backups hold its database file, whose checks find such a row at once (test below)."""
+    from app.operations import archives
+
+    with app.app_context():
+        return Path(archives._create("backup", parts, "test", None, database_file=False))
+
+
+def test_an_orphan_row_in_a_database_file_is_named_by_the_check(filled, admin, runner, run_worker, tmp_path):
+    app = filled
+    broken = broken_copy(make_backup(runner, "database"), tmp_path)
+    before = live_store(app)
+    with open(broken, "rb") as upload:
+        assert post(admin, f"{WIZARD}/restore/upload", {"archive": (upload, "friday.zip")}).status_code == 200
+    run_worker()
+    inspection = latest(app, "inspect")
+    assert inspection.state == "failed"
+    assert "Table order_lines, the row with id 888888: product_id 999999 refers to no row of products" in \
+        inspection.error
+    assert live_store(app) == before
 
 
 def review_of(admin, inspection):
@@ -140,7 +158,7 @@ def test_an_export_cannot_be_verified_or_staged(filled, admin, runner):
 def test_try_it_first_names_the_broken_table_and_row_and_leaves_the_live_store_alone(filled, admin, runner,
                                                                                        run_worker, tmp_path):
     app = filled
-    broken = broken_copy(make_backup(runner, "database"), tmp_path)
+    broken = broken_copy(rows_backup(app), tmp_path)
     with open(broken, "rb") as upload:
         assert post(admin, f"{WIZARD}/restore/upload", {"archive": (upload, "friday.zip")}).status_code == 200
     run_worker()
