@@ -194,10 +194,16 @@ def load_archive(path, scratch, *, signing_key, schema_revision, metadata, parts
         staged = files.StagedFiles(scratch.uploads_dir) if _has(parts, "files") else None
         members = files.file_members(reader.manifest)
         beside = _has(parts, "database") and scratch.schema is not None and not keep_tables
+        # A SQLite store's database file that the real restore would copy page for page: copied the same way.
+        pages = _has(parts, "database") and scratch.schema is None and not keep_tables \
+            and bool(reader.manifest.get("database")) \
+            and sqlitefile.same_schema(reader, scratch.live_engine, journal.MARKER_TABLE)
         try:
             if staged is not None and not beside:
                 staged.extract(reader, members, report)
-            if beside:  # as the real restore loads: two connections, the files staged alongside
+            if pages:
+                result.row_counts = sqlitefile.copy_into(reader, scratch.engine, report)
+            elif beside:  # as the real restore loads: two connections, the files staged alongside
                 stage = (lambda quiet: staged.extract(reader, members, quiet)) if staged is not None else None
                 result.row_counts = _load_beside_checked(reader, scratch, metadata, limits, report, stage)
             elif _has(parts, "database"):

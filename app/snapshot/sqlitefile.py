@@ -499,6 +499,24 @@ def restore(reader, engine, staged, maintenance, report, mark_committed):
         pass
 
 
+def copy_into(reader, engine, report):
+    """The checked file's pages into another SQLite database (a scratch store): the archive as a page-copy
+    restore would leave the store. Returns the row counts (the checks counted them)."""
+    source = sqlite3.connect(f"file:{quote(str(copy_of(reader)))}?mode=ro", uri=True, isolation_level=None)
+    try:
+        with engine.connect() as connection:
+            target = connection.connection.driver_connection
+            if target.in_transaction:
+                target.rollback()
+            source.backup(target, pages=STEP_PAGES, progress=lambda status, remaining, pages: report(
+                "load", pages - remaining, pages, "pages", "Copying the database into the scratch store"))
+    except sqlite3.Error as error:
+        raise RestoreFailed(f"Copying the database failed ({_first_line(error)}); nothing was changed.") from error
+    finally:
+        source.close()
+    return {entry["name"]: entry["rows"] for entry in reader.manifest["tables"]}
+
+
 def _quote(name):
     return '"' + str(name).replace('"', '""') + '"'
 

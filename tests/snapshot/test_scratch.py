@@ -113,3 +113,23 @@ def test_a_dropped_scratch_store_leaves_no_schema_or_folder(pg_store, tmp_path):
     scratch.drop()
     assert live_view(pg_store)[2] == []
     assert not scratch.folder.exists()
+
+
+@pytest.mark.parametrize("same_schema", [True, False])
+def test_a_sqlite_database_file_loads_as_the_real_restore_would(sqlite_store, tmp_path, monkeypatch, same_schema):
+    """The live store's schema is the file's: the trial copies the pages, as the restore would (no row loaded one
+    by one); another schema: the rows are read out of the file and loaded, as the restore would."""
+    from app.snapshot import database
+
+    path = sqlite_store.create()
+    before = live_view(sqlite_store)
+    if not same_schema:
+        with sqlite_store.engine.begin() as c:
+            c.exec_driver_sql("CREATE INDEX orders_by_status ON orders (status)")
+    loaded = []
+    real = database.load_table
+    monkeypatch.setattr(database, "load_table", lambda *a, **k: loaded.append(a[1].name) or real(*a, **k))
+    result, scratch_state = try_it(sqlite_store, path, tmp_path)
+    assert scratch_state == before[0]
+    assert result.row_counts == {t: len(rows) for t, rows in before[0][0].items()}
+    assert bool(loaded) != same_schema
