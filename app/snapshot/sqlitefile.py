@@ -344,12 +344,14 @@ def _check_revision(connection, manifest):
 
 def _check_schema(connection, tables):
     expected = {t.name: t for t in tables}
-    rows = connection.execute("SELECT type, name, tbl_name FROM sqlite_master").fetchall()
+    rows = connection.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
     found = set()
-    for kind, name, table_name in rows:
+    for kind, name, table_name, statement in rows:
         if kind == "table":
             if name not in expected and name != REVISION_TABLE and name not in ALLOWED_INTERNAL:
                 raise _bad(f"holds a table {name[:100]!r} that is not one of this application's")
+            if name not in ALLOWED_INTERNAL and not str(statement or "").upper().startswith("CREATE TABLE"):
+                raise _bad(f"holds a virtual or unusual table {name[:100]!r}")  # its module's code would run
             found.add(name)
         elif kind == "index":
             if table_name not in expected and table_name != REVISION_TABLE:

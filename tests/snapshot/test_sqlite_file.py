@@ -169,6 +169,8 @@ HOSTILE = {
     "view": (sql("CREATE VIEW v AS SELECT * FROM orders"), UnsafeArchive, "holds a view 'v'"),
     "view_named_like_a_table": (sql("DROP TABLE cart_lines", "CREATE VIEW cart_lines AS SELECT * FROM orders"),
                                 UnsafeArchive, "holds a view 'cart_lines'"),
+    "virtual_table": (sql("DROP TABLE cart_lines", "CREATE VIRTUAL TABLE cart_lines USING fts5(id, cart_id)"),
+                      UnsafeArchive, "virtual or unusual table 'cart_lines'"),
     "extra_table": (sql("CREATE TABLE evil (x)"), UnsafeArchive, "holds a table 'evil'"),
     "statistics": (sql("ANALYZE"), UnsafeArchive, "holds a table 'sqlite_stat1'"),
     "index_on_extra_table": (sql("CREATE TABLE evil (x)", "CREATE INDEX evil_x ON evil (x)"), UnsafeArchive,
