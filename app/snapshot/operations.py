@@ -545,10 +545,11 @@ def _table_chunks(reader, entry, limits=(DEFAULT_MAX_ROW_BYTES, DEFAULT_MAX_VALU
 
 
 def _check_database_file(reader, metadata, limits):
-    """Before rows are read out of an archive's SQLite database file: the file's checks (once per reader)."""
+    """Before rows are read out of an archive's SQLite database file for a person to look at (not to restore):
+    its checksum, size, header and schema; SQLite refuses what it cannot read as it reads."""
     if reader.manifest.get("database"):
         _check_tables(reader.name, reader.manifest, metadata)
-        sqlitefile.check(reader, store_tables(metadata), Reporter(None), (0, 0), limits)
+        sqlitefile.check(reader, store_tables(metadata), Reporter(None), (0, 0), limits, thorough=False)
 
 
 @dataclass

@@ -108,24 +108,29 @@ def dump(sink, engine, tables, report, marker_table):
 
 # --- reading: the checked copy ----------------------------------------------------------------------------------
 
-_COPIES = weakref.WeakKeyDictionary()  # Reader -> path of its checked, decompressed database file
+_COPIES = weakref.WeakKeyDictionary()  # Reader -> (path of its checked, decompressed database file, thorough)
 
 
-def copy_of(reader):
+def copy_of(reader, thorough=True):
     """The checked database file of an archive this process has inspected (``check`` made it)."""
-    path = _COPIES.get(reader)
-    if path is None:
+    path, checked = _COPIES.get(reader, (None, False))
+    if path is None or (thorough and not checked):
         raise SnapshotError("The archive's database file was not checked before use (a bug); nothing was changed.")
     return path
 
 
-def check(reader, tables, report, progress, limits):
+def check(reader, tables, report, progress, limits, thorough=True):
     """Decompress the database member beside the archive and run every check on it; keep it for this reader.
     ``tables``: the store's tables (the application's metadata, or the archive's revision's when brought
-    forward); ``progress``: (bytes done, total) of the inspection."""
-    if reader in _COPIES:
-        return _COPIES[reader]
+    forward); ``progress``: (bytes done, total) of the inspection. Not ``thorough`` (reading one table for a
+    review, a CSV download): the checksum, the size, the header and the schema only, not every page and row."""
     m = reader.manifest
+    if reader in _COPIES:
+        path, checked = _COPIES[reader]
+        if thorough and not checked:
+            _check_contents(path, tables, m, limits)
+            _COPIES[reader] = (path, True)
+        return path
     info = m["database"]
     meta = m["members"][info["member"]]
     raw_bytes = info["raw_bytes"]
@@ -144,11 +149,13 @@ def check(reader, tables, report, progress, limits):
             sink = _Decompressing(out, raw_bytes)
             files.copy_member(reader, info["member"], meta, sink, report, progress, phase="verify")
             sink.finish()
-        _check_file(temp, info, tables, m, limits)
+        _check_shape(temp, info, tables, limits)
+        if thorough:
+            _check_contents(temp, tables, m, limits)
     except BaseException:
         finalizer()
         raise
-    _COPIES[reader] = temp
+    _COPIES[reader] = (temp, thorough)
     return temp
 
 
@@ -226,7 +233,7 @@ def _bad(what):
     return UnsafeArchive(f"The database file in the archive {what}; refused, nothing was changed.")
 
 
-def _check_file(path, info, tables, manifest, limits):
+def _check_shape(path, info, tables, limits):
     with open(path, "rb") as f:
         header = f.read(100)
     if len(header) < 100 or not header.startswith(HEADER):
@@ -246,9 +253,12 @@ def _check_file(path, info, tables, manifest, limits):
                              "changed.") from None
     finally:
         connection.close()
-    # The schema is the application's: now the contents, as tasks shared by two connections at once (SQLite runs
-    # them without the GIL), the longest first: the b-trees and indexes, the foreign keys, then each table's
-    # count and value types, largest first.
+
+
+def _check_contents(path, tables, manifest, limits):
+    """The schema is the application's: now the contents, as tasks shared by two connections at once (SQLite runs
+    them without the GIL), the longest first: the b-trees and indexes, the foreign keys, then each table's
+    count and value types, largest first."""
     declared = {entry["name"]: entry for entry in manifest["tables"]}
     tasks = [_check_integrity, _check_keys, lambda c: _check_revision(c, manifest)] + [
         (lambda c, t=t: _check_table(c, t, declared[t.name]))
@@ -392,7 +402,7 @@ def _check_table(connection, table, entry):
 
 def table_chunks(reader, entry, table_columns, limits):
     """The table's rows in the portable row format, about BLOCK bytes at a time, from the checked file."""
-    connection = open_readonly(copy_of(reader), limits[1] if limits else None)
+    connection = open_readonly(copy_of(reader, thorough=False), limits[1] if limits else None)
     try:
         names = [c["name"] for c in entry["columns"]]
         renderers = [tablecodec.renderer(table_columns[name]) for name in names]
