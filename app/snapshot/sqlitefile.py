@@ -260,7 +260,7 @@ def _check_contents(path, tables, manifest, limits):
     them without the GIL), the longest first: the b-trees and indexes, the foreign keys, then each table's
     count and value types, largest first."""
     declared = {entry["name"]: entry for entry in manifest["tables"]}
-    tasks = [_check_integrity, _check_keys, lambda c: _check_revision(c, manifest)] + [
+    tasks = [_check_integrity, _check_keys] + [
         (lambda c, t=t: _check_table(c, t, declared[t.name]))
         for t in sorted(tables, key=lambda t: -declared[t.name]["rows"])]
     errors, lock = [], threading.Lock()
@@ -340,16 +340,6 @@ def _check_keys(connection):
 def _shown(value, limit=80):
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _check_revision(connection, manifest):
-    has_revision = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                                      (REVISION_TABLE,)).fetchone()
-    versions = [row[0] for row in connection.execute(f'SELECT version_num FROM "{REVISION_TABLE}"')] \
-        if has_revision else [manifest["schema_revision"]]  # a store made without migrations has no revision
-    if versions != [manifest["schema_revision"]]:
-        raise _bad(f"is at schema revision {versions[:1] or 'none'}, not the manifest's "
-                   f"{manifest['schema_revision']!r}")
 
 
 def _check_schema(connection, tables):
@@ -457,13 +447,14 @@ def restore(reader, engine, staged, maintenance, report, mark_committed):
     """Copy the checked file's pages into the live store in one transaction. With files, the commit marker is
     written into a private copy first, so it commits with the rows; the files are swapped in just before."""
     source_path = copy_of(reader)
-    if staged is not None:
-        side = sa.create_engine(f"sqlite:///{source_path}", poolclass=sa.pool.NullPool)
-        try:
-            with side.begin() as connection:
+    side = sa.create_engine(f"sqlite:///{source_path}", poolclass=sa.pool.NullPool)
+    try:
+        with side.begin() as connection, engine.connect() as live:
+            _keep_revision(live, connection)
+            if staged is not None:
                 mark_committed(connection, staged.token)
-        finally:
-            side.dispose()
+    finally:
+        side.dispose()
     source = sqlite3.connect(f"file:{quote(str(source_path))}?mode=ro", uri=True, isolation_level=None)
     try:
         with maintenance(), engine.connect() as live:
@@ -509,6 +500,20 @@ def restore(reader, engine, staged, maintenance, report, mark_committed):
             live.connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
     except Exception:  # any later commit checkpoints it too
         pass
+
+
+def _keep_revision(live, copy):
+    """The live store's Alembic revision rows into the copy: a restore changes the store's rows, never which
+    migrations its database has seen (the archive's may be older: migrations that change only the platform
+    database move the head, not the store's schema), as the row path, which never touches that table."""
+    names = {row[0] for row in live.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if REVISION_TABLE not in names or not copy.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (REVISION_TABLE,)).first():
+        return
+    rows = live.exec_driver_sql(f'SELECT version_num FROM "{REVISION_TABLE}"').all()
+    copy.exec_driver_sql(f'DELETE FROM "{REVISION_TABLE}"')
+    for (version,) in rows:
+        copy.exec_driver_sql(f'INSERT INTO "{REVISION_TABLE}" (version_num) VALUES (?)', (version,))
 
 
 def copy_into(reader, engine, report):
