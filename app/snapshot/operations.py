@@ -113,7 +113,7 @@ def create_archive(*, engine, metadata, uploads_dir, backups_dir, signing_key, s
     os.close(fd)
     writer = None
     stop = threading.Event()  # tells a part still being written (in another thread) to give up
-    dump, database_file = _database_part(engine, kind if database_file else "rows")
+    dump, database_object = _database_part(engine, database_file and kind == "backup")
     try:
         writer = Writer(temp, stop)
         if parts == "both":
@@ -122,8 +122,8 @@ def create_archive(*, engine, metadata, uploads_dir, backups_dir, signing_key, s
             manifest["tables"] = dump(writer, engine, tables, redactions if kind == "export" else (), report)
         else:
             files_part = files.pack(writer, uploads_dir, report)
-        if database_file:
-            manifest["database"] = database_file["database"]
+        if database_object:
+            manifest["database"] = database_object["database"]
         if _has(parts, "files"):
             count, size, skipped = files_part
             manifest["files"] = {"count": count, "bytes": size, "skipped": skipped}
@@ -164,11 +164,11 @@ def _remove_stale_parts(backups, older_than=STALE_PART_SECONDS):
             pass
 
 
-def _database_part(engine, kind):
+def _database_part(engine, as_file):
     """How the database part is written: a SQLite store's backup holds the database file itself (sqlitefile);
     everything else holds the rows in the portable format. Returns the dump function and where it leaves the
     manifest's ``database`` object."""
-    if not sqlitefile.wanted(engine, kind):
+    if not (as_file and sqlitefile.is_file_store(engine)):
         return _dump_database, {}
     found = {}
 

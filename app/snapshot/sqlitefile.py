@@ -55,9 +55,9 @@ STEP_PAGES = 4096
 CHECK_CONNECTIONS = 2  # pages copied between two progress events of a restore
 
 
-def wanted(engine, kind):
-    """Whether a backup of this store keeps its database as the file (a SQLite file store, not an export)."""
-    return kind == "backup" and engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
+def is_file_store(engine):
+    """Whether the store is a SQLite database file (not in memory): its backups hold that file."""
+    return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
 
 
 # --- writing ---------------------------------------------------------------------------------------------------
@@ -427,7 +427,7 @@ def _schema_rows(connection, skip):
 def same_schema(reader, engine, marker_table):
     """Whether the archive's checked file can be copied page for page into this store: same page size, and
     exactly the same schema (the same statements, so the same columns in the same order, the same indexes)."""
-    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+    if not is_file_store(engine):
         return False
     with engine.connect() as live:
         raw = live.connection.driver_connection
