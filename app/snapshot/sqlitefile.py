@@ -18,7 +18,8 @@ opened read-only with ``trusted_schema`` off and ``cell_size_check`` on, value l
 must hold exactly the application's tables (each with exactly its columns, none generated) and indexes on
 them only — no views, no triggers, no other tables — then ``PRAGMA integrity_check`` (b-trees, indexes
 against their tables, NOT NULL), ``PRAGMA foreign_key_check``, every table's row count against the manifest,
-every value's storage class against its column's type, and the schema revision against the manifest's.
+and every value's storage class against its column's type. (Its ``alembic_version`` rows are never restored:
+the store keeps its own, as with the row path.)
 """
 import os
 import shutil
@@ -51,8 +52,8 @@ STORAGE = {
     "text": ("text",),
 }
 HEADER = b"SQLite format 3\x00"
-STEP_PAGES = 4096
-CHECK_CONNECTIONS = 2  # pages copied between two progress events of a restore
+STEP_PAGES = 4096  # pages copied between two progress events of a restore
+CHECK_CONNECTIONS = 2  # connections checking a file's contents at once
 
 
 def is_file_store(engine):
