@@ -4,6 +4,7 @@ import errno
 import io
 import os
 import secrets
+import tempfile
 import threading
 import time
 import zipfile
@@ -237,15 +238,24 @@ class _Interleaved:
                 return
 
 
+# PostgreSQL dumps on this many connections sharing one snapshot (as pg_dump -j does); a table of at least
+# SPLIT_PAGES pages (8 KiB each) is split into that many page ranges, each read by one connection into its own
+# zstd frame: the table's member is those frames, one after the other (readers read across frames).
+DUMP_CONNECTIONS = 2
+SPLIT_PAGES = 1024
+
+
 def _dump_database(writer, engine, tables, redactions, report):
+    if engine.dialect.name == "postgresql" and DUMP_CONNECTIONS > 1:
+        with engine.connect() as connection, connection.begin():
+            _consistent_reading(connection)
+            pages = database.table_pages(connection, tables)
+            if pages:  # a server with TID range scans (PostgreSQL 14+)
+                return _ParallelDump(writer, engine, tables, redactions, report, connection, pages).run()
     entries = []
     with engine.connect() as connection, connection.begin():
         if connection.dialect.name == "postgresql":
-            # One consistent snapshot of every table, in a format independent of the session's settings.
-            connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            connection.exec_driver_sql("SET LOCAL DateStyle TO ISO, YMD")
-            connection.exec_driver_sql("SET LOCAL TimeZone TO UTC")
-            connection.exec_driver_sql("SET LOCAL extra_float_digits TO 3")
+            _consistent_reading(connection)
         # Progress totals: PostgreSQL's statistics where the tables have them (no COUNT(*) of every table).
         totals = database.count_rows(connection, tables, estimate=True)
         grand_total = sum(totals.values())
@@ -264,6 +274,169 @@ def _dump_database(writer, engine, tables, redactions, report):
             done_before += rows
         report("database", done_before, done_before, "rows", "Database written", force=True)  # 100 %
     return entries
+
+
+def _consistent_reading(connection, snapshot=None):
+    """One consistent snapshot of every table (``snapshot``: another transaction's, shared), in a format
+    independent of the session's settings."""
+    if snapshot is None:
+        connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    else:
+        database.share_snapshot(connection, snapshot)
+    connection.exec_driver_sql("SET LOCAL DateStyle TO ISO, YMD")
+    connection.exec_driver_sql("SET LOCAL TimeZone TO UTC")
+    connection.exec_driver_sql("SET LOCAL extra_float_digits TO 3")
+
+
+class _ParallelDump:
+    """PostgreSQL on DUMP_CONNECTIONS connections in one snapshot. The work is cut into pieces (a small table
+    whole, a large one in page ranges) given to the connections so their pages even out; each connection writes
+    its pieces, each a zstd frame, into a spool file of its own. This thread (the only one that touches
+    ``writer`` or calls ``report``) copies a table's frames into its member, in order, as soon as all of them
+    are written. A failure on any connection stops the others; the caller's cleanup removes the archive."""
+
+    def __init__(self, writer, engine, tables, redactions, report, connection, pages):
+        self.writer, self.engine, self.tables, self.redactions, self.report = writer, engine, tables, redactions, report
+        self.connection = connection
+        self.pieces = {}  # table name -> [(first page, end page) or None], in the order of the member's frames
+        work = []
+        for table in tables:
+            size = pages.get(table.name, 0)
+            ranges = database.split_pages(size, DUMP_CONNECTIONS) if size >= SPLIT_PAGES else [None]
+            self.pieces[table.name] = ranges
+            for number, pages_range in enumerate(ranges):
+                weight = size / len(ranges) if pages_range is not None else size
+                work.append((weight, table, number))
+        self.work = [[] for _ in range(DUMP_CONNECTIONS)]
+        load = [0] * DUMP_CONNECTIONS
+        for weight, table, number in sorted(work, key=lambda w: -w[0]):  # largest first, to the least loaded
+            slot = load.index(min(load))
+            self.work[slot].append((table, number))
+            load[slot] += weight
+        order = {table.name: i for i, table in enumerate(tables)}
+        for queue in self.work:  # each connection in table order: members are completed from the first on
+            queue.sort(key=lambda item: (order[item[0].name], item[1]))
+        self.done = {}  # (table name, piece number) -> (spool fd, offset, length, rows, raw bytes)
+        self.rows = [0] * DUMP_CONNECTIONS
+        self.stop = threading.Event()
+        self.errors = []
+        self.lock = threading.Lock()
+        self.entries, self.next = [], 0
+
+    def run(self):
+        totals = database.count_rows(self.connection, self.tables, estimate=True)
+        self.grand_total = sum(totals.values())
+        snapshot = database.export_snapshot(self.connection)
+        spools = [tempfile.TemporaryFile(dir=self.writer.folder) for _ in range(DUMP_CONNECTIONS)]
+        threads = [threading.Thread(target=self._other, args=(slot, spools[slot], snapshot),
+                                    name="snapshot-database-piece", daemon=True)
+                   for slot in range(1, DUMP_CONNECTIONS)]
+        try:
+            for thread in threads:
+                thread.start()
+            self._pieces(0, spools[0], self.connection)
+            while any(thread.is_alive() for thread in threads):
+                for thread in threads:
+                    thread.join(_Interleaved.INTERVAL / len(threads))
+                self._check()
+                self._progress()
+                self._assemble()
+            self._check()
+            self._assemble()
+        except BaseException:
+            self.stop.set()
+            for thread in threads:
+                thread.join()
+            raise
+        finally:
+            for spool in spools:
+                spool.close()
+        if len(self.entries) != len(self.tables):
+            raise SnapshotError("A part of the database was not written; no archive was kept.")
+        total = sum(self.rows)
+        self.report("database", total, total, "rows", "Database written", force=True)  # 100 %
+        return self.entries
+
+    def _other(self, slot, spool, snapshot):
+        try:
+            with self.engine.connect() as connection, connection.begin():
+                _consistent_reading(connection, snapshot)
+                self._pieces(slot, spool, connection)
+        except BaseException as error:  # handed to the calling thread, which raises it
+            self.errors.append(error)
+            self.stop.set()
+
+    def _pieces(self, slot, spool, connection):
+        offset = 0
+        for table, number in self.work[slot]:
+            out = _SpoolWriter(spool.fileno(), offset)
+            base = self.rows[slot]
+
+            def on_rows(n, base=base, table=table):
+                self.rows[slot] = base + n
+                self._check()
+                if slot == 0:
+                    self._progress(table.name)
+
+            with zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(out, closefd=False) as compressor:
+                counter = _CountingWriter(compressor)
+                rows = database.dump_table(connection, table, counter.write, self.redactions, on_rows=on_rows,
+                                           pages=self.pieces[table.name][number])
+            self.rows[slot] = base + rows
+            with self.lock:
+                self.done[(table.name, number)] = (spool.fileno(), offset, out.offset - offset, rows, counter.bytes)
+            offset = out.offset
+            if slot == 0:
+                self._assemble()
+
+    def _check(self):
+        if self.errors:
+            raise self.errors[0]
+        if self.stop.is_set() or (self.writer.stop is not None and self.writer.stop.is_set()):
+            raise container.Stopped()
+
+    def _progress(self, table=""):
+        done = sum(self.rows)
+        self.report("database", done, max(self.grand_total, done), "rows", table)
+
+    def _assemble(self):
+        """Write every member whose frames are all written, in table order (this thread only)."""
+        while self.next < len(self.tables):
+            table = self.tables[self.next]
+            with self.lock:
+                pieces = [self.done.get((table.name, n)) for n in range(len(self.pieces[table.name]))]
+            if None in pieces:
+                return
+            member = f"{DB_PREFIX}{table.name}.tsv.zst"
+            with self.writer.member(member) as out:
+                for fd, offset, length, _, _ in pieces:
+                    end = offset + length
+                    while offset < end:
+                        data = os.pread(fd, min(files.CHUNK, end - offset), offset)
+                        if not data:
+                            raise SnapshotError("A part of the database could not be read back; no archive was kept.")
+                        out.write(data)
+                        offset += len(data)
+            self.entries.append({"name": table.name, "member": member, "rows": sum(p[3] for p in pieces),
+                            "raw_bytes": sum(p[4] for p in pieces), "columns": database.table_columns(table)})
+            self.next += 1
+
+
+class _SpoolWriter:
+    """Appends to a spool file at a known offset (positioned writes: each connection has its own file)."""
+
+    def __init__(self, fd, offset):
+        self.fd, self.offset = fd, offset
+
+    def write(self, data):
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, self.offset)
+            view, self.offset = view[n:], self.offset + n
+        return len(data)
+
+    def flush(self):
+        pass
 
 
 class _CountingWriter:
@@ -707,30 +880,34 @@ def _restore_by_swap(reader, engine, metadata, staged, stage, report, limits, ma
             pass
 
 
-# Connections that load a restore's tables (and build their indexes) at once, as pg_restore -j2 does.
+# Connections that load a restore's tables (and build their indexes) at once, as pg_restore -j2 does. The
+# largest table, from SPLIT_LOAD_BYTES of rows, is loaded by all of them together.
 LOAD_CONNECTIONS = 2
+SPLIT_LOAD_BYTES = 8 * 1024 * 1024
 
 
 def _load_beside(side, reader, tables, entries, total, report, limits, fail_after_rows, stage=None):
-    """The tables loaded into the side schema on LOAD_CONNECTIONS connections at once (each table whole on
-    one of them, the largest spread first) while ``stage(report)`` writes the files into their staging folder,
-    then the unique constraints and indexes built the same way, then the foreign keys checked. The side schema
-    is not the store, so each connection commits its own work; only the swap must be one transaction.
-    Progress is reported from this thread only (the files' progress is kept, and shown with the rows')."""
+    """The tables loaded into the side schema on LOAD_CONNECTIONS connections at once while ``stage(report)``
+    writes the files into their staging folder, then the foreign keys checked. Every key and index is set aside
+    for the load (primary keys too) and built once the table's rows are in, on whichever connection is free, while
+    other tables still load. The largest table's rows are shared out between the connections at line breaks (its
+    row count is checked on their sum); every other table is loaded whole by one of them, the largest first.
+    The side schema is not the store, so each piece of work commits on its own; only the swap must be one
+    transaction. Progress is reported from this thread only (the files' progress is kept, and shown with the
+    rows'); a failure anywhere stops the rest and is raised here."""
     with side.begin() as connection:
-        constraints = database.set_aside_constraints(connection, tables)
-    groups = [[] for _ in range(LOAD_CONNECTIONS)]
-    sizes = [0] * LOAD_CONNECTIONS
-    for table in sorted(tables, key=lambda t: -entries[t.name]["raw_bytes"]):
-        smallest = sizes.index(min(sizes))
-        groups[smallest].append(table)
-        sizes[smallest] += entries[table.name]["raw_bytes"]
-    loaded = [0] * LOAD_CONNECTIONS
+        keys, foreign = database.set_aside_keys(connection, tables)
     stop = threading.Event()
+    plan = _LoadPlan(tables, entries, keys, stop, lambda entry: _table_chunks(reader, entry, limits))
+    loaded = [0] * LOAD_CONNECTIONS
 
-    def load(slot, group):
-        with side.connect() as connection, connection.begin():
-            for table in group:
+    def work(slot):
+        while (task := plan.take()) is not None:
+            kind, table, shared = task
+            if kind == "build":
+                with side.begin() as connection:
+                    connection.exec_driver_sql(shared)
+            else:
                 entry, base = entries[table.name], loaded[slot]
 
                 def on_rows(n, base=base):
@@ -738,9 +915,17 @@ def _load_beside(side, reader, tables, entries, total, report, limits, fail_afte
                         raise RestoreFailed("Stopped: the other part of the load failed.")
                     loaded[slot] = base + n
 
-                database.load_table(connection, table, [c["name"] for c in entry["columns"]],
-                                    _table_chunks(reader, entry, limits), entry["rows"], on_rows=on_rows)
-                loaded[slot] = base + entry["rows"]
+                columns = [c["name"] for c in entry["columns"]]
+                with side.begin() as connection:
+                    if shared is None:
+                        rows = database.load_table(connection, table, columns, _table_chunks(reader, entry, limits),
+                                                   entry["rows"], on_rows=on_rows)
+                    else:
+                        rows = database.load_rows(connection, table, columns, shared.blocks(), on_rows=on_rows)
+                loaded[slot] = base + rows
+                if shared is not None:
+                    shared.finished(rows)
+            plan.done(task)
 
     staging = {"latest": None, "sent": None}
 
@@ -753,34 +938,155 @@ def _load_beside(side, reader, tables, entries, total, report, limits, fail_afte
         if staging["latest"] != staging["sent"]:  # the files' progress, relayed from this thread
             staging["sent"] = staging["latest"]
             report(*staging["sent"], force=True)
-        report("load", sum(loaded), total, "rows", "Loading the rows beside the live store", force=True)
+        if plan.loading():
+            report("load", sum(loaded), total, "rows", "Loading the rows beside the live store", force=True)
+        else:
+            report("load", total, total, "rows", "Checking keys and building indexes")
 
-    tasks = [lambda slot=slot, group=group: load(slot, group) for slot, group in enumerate(groups) if group]
+    tasks = [lambda slot=slot: work(slot) for slot in range(LOAD_CONNECTIONS)]
     if stage is not None:
         tasks.append(lambda: stage(staged_quietly))
     report("load", 0, total, "rows", "Loading the rows beside the live store", force=True)
-    _together(tasks, stop, tick)
+    try:
+        _together(tasks, stop, tick)
+    finally:
+        plan.close()
     if staging["latest"] != staging["sent"]:
         report(*staging["latest"], force=True)
     if fail_after_rows is not None and total >= fail_after_rows:
         raise RestoreFailed("Injected failure (tests only); the restore was rolled back.")
     report("load", total, total, "rows", "Checking keys and building indexes", force=True)
-    foreign = [statement for statement in constraints if " FOREIGN KEY " in statement]
-    keys = [statement for statement in constraints if statement not in foreign]
-
-    def build(statements):
-        for statement in statements:  # one transaction each: two connections never wait on each other's locks
-            with side.begin() as connection:
-                connection.exec_driver_sql(statement)
-
-    _together([lambda part=keys[slot::LOAD_CONNECTIONS]: build(part) for slot in range(LOAD_CONNECTIONS)], stop,
-              lambda: report("load", total, total, "rows", "Checking keys and building indexes"))
     with side.begin() as connection:
         database.put_back_constraints(connection, foreign)
         database.reset_sequences(connection, tables)
     with side.connect() as connection:  # statistics for the planner before the tables go live, not after
         connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
             "ANALYZE " + ", ".join(connection.dialect.identifier_preparer.quote(t.name) for t in tables))
+
+
+class _LoadPlan:
+    """What the loading connections do next: the tables' rows, the largest first (the largest of all shared by
+    every connection), then each table's keys and indexes as soon as its rows are all in (one statement per
+    task, so one table's can be built on several connections), while other tables still load."""
+
+    def __init__(self, tables, entries, keys, stop, open_rows):
+        self.stop, self.condition = stop, threading.Condition()
+        order = sorted(tables, key=lambda t: -entries[t.name]["raw_bytes"])
+        self.loads, self.shared = [], []
+        for number, table in enumerate(order):
+            entry = entries[table.name]
+            if number == 0 and LOAD_CONNECTIONS > 1 and entry["raw_bytes"] >= SPLIT_LOAD_BYTES:
+                shared = _SharedRows(table.name, entry, LOAD_CONNECTIONS, open_rows)
+                self.shared.append(shared)
+                self.loads += [("load", table, shared)] * LOAD_CONNECTIONS
+            else:
+                self.loads.append(("load", table, None))
+        self.pending = {table.name: sum(1 for task in self.loads if task[1] is table) for table in tables}
+        self.keys = {name: list(statements) for name, statements in keys.items()}
+        self.builds = []  # ready to run: the statements of tables whose rows are all loaded
+        self.running, self.building = 0, set()  # tables whose keys a connection is building
+        self.order = {table.name: number for number, table in enumerate(order)}
+
+    def take(self):
+        with self.condition:
+            while True:
+                if self.stop.is_set():
+                    return None
+                # A loaded table's keys first (the other connection may still be loading), but never two of one
+                # table's at once: each locks the table, and the second would only wait for the first.
+                task = next((t for t in self.builds if t[1].name not in self.building), None)
+                if task is not None:
+                    self.builds.remove(task)
+                    self.building.add(task[1].name)
+                elif self.loads:
+                    task = self.loads.pop(0)
+                elif self.running or self.builds:
+                    self.condition.wait(0.2)
+                    continue
+                else:
+                    return None
+                self.running += 1
+                return task
+
+    def done(self, task):
+        with self.condition:
+            self.running -= 1
+            kind, table, _ = task
+            if kind == "build":
+                self.building.discard(table.name)
+            if kind == "load":
+                self.pending[table.name] -= 1
+                if not self.pending[table.name]:
+                    self.builds += [("build", table, statement) for statement in self.keys.pop(table.name, [])]
+                    self.builds.sort(key=lambda t: self.order[t[1].name])
+            self.condition.notify_all()
+
+    def loading(self):
+        with self.condition:
+            return any(self.pending.values())
+
+    def close(self):
+        for shared in self.shared:
+            shared.close()
+
+
+class _SharedRows:
+    """One table's rows (decompressed once) handed out to the connections that load it together, in blocks that
+    end at a line break; the connections' row counts must add up to the manifest's."""
+
+    def __init__(self, name, entry, feeders, open_rows):
+        self.name, self.entry, self.feeders, self.open_rows = name, entry, feeders, open_rows
+        self.lock = threading.Lock()
+        self.chunks, self.pending, self.rows, self.broken = None, [], 0, False
+
+    def blocks(self):
+        while True:
+            with self.lock:
+                block = self._next()
+            if block is None:
+                return
+            yield block
+
+    def _next(self):
+        if self.broken:  # the connection that met the fault reports it; the others just stop
+            return None
+        if self.chunks is None:
+            self.chunks = self.open_rows(self.entry)
+        try:
+            return self._take()
+        except BaseException:
+            self.broken = True
+            raise
+
+    def _take(self):
+        for chunk in self.chunks:
+            cut = chunk.rfind(b"\n") + 1
+            if not cut:
+                self.pending.append(chunk)  # joined once, when the row's end arrives
+                continue
+            if self.pending:
+                head, self.pending = b"".join(self.pending) + chunk[:cut], []
+            else:
+                head = chunk[:cut]
+            if cut < len(chunk):
+                self.pending.append(chunk[cut:])
+            return head
+        if self.pending:
+            raise RestoreFailed(f"Table {self.name}: the data ends in the middle of a row; the restore was rolled "
+                                "back and the store is unchanged.")
+        return None
+
+    def finished(self, rows):
+        with self.lock:
+            self.rows += rows
+            self.feeders -= 1
+            if self.feeders == 0 and self.rows != self.entry["rows"]:
+                raise RestoreFailed(f"Table {self.name}: the archive declares {self.entry['rows']} rows but holds "
+                                    f"{self.rows}; the restore was rolled back and the store is unchanged.")
+
+    def close(self):
+        if self.chunks is not None:
+            self.chunks.close()
 
 
 def _together(tasks, stop, tick, interval=0.2):
