@@ -3,6 +3,7 @@
 PostgreSQL moves rows with COPY in both directions; other engines stream rows through a
 DBAPI cursor in large batches. Loading happens inside a transaction the caller owns.
 """
+import re
 import select
 from dataclasses import dataclass
 
@@ -252,18 +253,24 @@ def set_aside_constraints(connection, tables):
     return restore
 
 
+_PLAIN_KEY = re.compile(r"(PRIMARY KEY|UNIQUE) \([^()]*\)")
+
+
 def set_aside_keys(connection, tables):
     """PostgreSQL, for tables that are about to be filled from empty: like ``set_aside_constraints``, and the
     primary keys too (pg_restore adds them after the data), so rows go into bare heaps and every index is
-    built once, sorted. Returns ``({table name: [statements that rebuild its primary key, unique constraints
-    and indexes, largest work first]}, [statements that add the foreign keys back]``; a table's statements
-    need only that table (and may run on different connections), the foreign keys need them all."""
+    built once, sorted. Returns ``({table name: [(statement, exclusive)]}, [(table name, referenced table name,
+    statement that adds a foreign key back)])``: the statements that rebuild a table's primary key, unique
+    constraints and indexes, in order; those not ``exclusive`` (index builds) may run at the same time as each
+    other, an ``exclusive`` one only alone, after those before it. A table's statements need only its rows, a
+    foreign key also the keys of the table it refers to."""
     preparer = connection.dialect.identifier_preparer
     names = [t.name for t in tables]
     found = connection.execute(sa.text(
         "SELECT r.relname AS name, c.conrelid::regclass::text AS tbl, c.conname, c.contype, "
-        "pg_get_constraintdef(c.oid) AS definition "
-        "FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid "
+        "pg_get_constraintdef(c.oid) AS definition, f.relname AS referenced, c.condeferrable, "
+        "CASE WHEN c.contype IN ('p', 'u') THEN pg_get_indexdef(c.conindid) END AS index_definition "
+        "FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid LEFT JOIN pg_class f ON f.oid = c.confrelid "
         "WHERE r.relname = ANY(:names) AND r.relnamespace = current_schema()::regnamespace "
         "AND c.contype IN ('f', 'u', 'p') ORDER BY c.conname"), {"names": names}).all()
     indexes = connection.execute(sa.text(
@@ -275,14 +282,25 @@ def set_aside_keys(connection, tables):
     rank = {"f": 0, "u": 1, "p": 2}
     for row in sorted(found, key=lambda r: rank[r.contype]):  # foreign keys first: they use the others' indexes
         connection.exec_driver_sql(f"ALTER TABLE {row.tbl} DROP CONSTRAINT {preparer.quote(row.conname)}")
-    keys, foreign = {name: [] for name in names}, []
+    keys, foreign, attach = {name: [] for name in names}, [], {name: [] for name in names}
     for row in sorted(found, key=lambda r: -rank[r.contype]):  # primary keys first, unique ones next
-        statement = f"ALTER TABLE {row.tbl} ADD CONSTRAINT {preparer.quote(row.conname)} {row.definition}"
-        (foreign if row.contype == "f" else keys[row.name]).append(statement)
+        name = preparer.quote(row.conname)
+        statement = f"ALTER TABLE {row.tbl} ADD CONSTRAINT {name} {row.definition}"
+        if row.contype == "f":
+            foreign.append((row.name, row.referenced, statement))
+        elif not row.condeferrable and _PLAIN_KEY.fullmatch(row.definition) and row.index_definition:
+            # The index alone first (it only shares the table with other index builds), then the constraint
+            # made from it, which locks the table for a moment: as a plain ADD CONSTRAINT it would be locked
+            # for the whole build, and the table's other indexes would wait.
+            keys[row.name].append((row.index_definition, False))
+            kind = "PRIMARY KEY" if row.contype == "p" else "UNIQUE"
+            attach[row.name].append((f"ALTER TABLE {row.tbl} ADD CONSTRAINT {name} {kind} USING INDEX {name}", True))
+        else:
+            keys[row.name].append((statement, True))
     for row in indexes:
         connection.exec_driver_sql(f"DROP INDEX {row.idx}")
-        keys[row.name].append(row.definition)
-    return keys, foreign
+        keys[row.name].append((row.definition, False))
+    return {name: sorted(keys[name], key=lambda k: not k[1]) + attach[name] for name in names}, foreign
 
 
 def put_back_constraints(connection, statements):
