@@ -19,8 +19,9 @@ PIECE_THREAD = "snapshot-database-piece"
 
 @pytest.fixture
 def split(monkeypatch):
-    """Every table of at least one page is dumped in two page ranges, and the largest table is loaded by both
-    connections (the test stores are far below the real thresholds)."""
+    """Backups on two connections (off by default), every table of at least one page dumped in two page ranges,
+    and every table loaded by both connections (the test stores are far below the real thresholds)."""
+    monkeypatch.setattr(operations, "DUMP_CONNECTIONS", 2)
     monkeypatch.setattr(operations, "SPLIT_PAGES", 1)
     monkeypatch.setattr(operations, "SPLIT_LOAD_BYTES", 1)
 
