@@ -4,7 +4,6 @@ PostgreSQL moves rows with COPY in both directions; other engines stream rows th
 DBAPI cursor in large batches. Loading happens inside a transaction the caller owns.
 """
 import re
-import select
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -129,21 +128,15 @@ def _dump_copy(cursor, sql, write, on_rows):
         if on_rows:
             on_rows(rows)
 
-    # Non-blocking reads, waiting for the socket in select() (which releases the GIL): a blocking read in libpq
-    # would hold it while the server is still producing, and stall every other thread of the process.
-    get, consume, fd = pgconn.get_copy_data, pgconn.consume_input, pgconn.socket
+    get = pgconn.get_copy_data
     try:
         while True:
-            nbytes, data = get(1)
-            if nbytes > 0:
-                block += data  # copied at once: holding a million small message objects would cost far more
-                if len(block) >= CHUNK:
-                    flush()
-            elif nbytes == 0:
-                select.select([fd], [], [])
-                consume()
-            else:
+            nbytes, data = get(0)
+            if nbytes < 0:
                 break
+            block += data  # copied at once: holding a million small message objects would cost far more
+            if len(block) >= CHUNK:
+                flush()
         if block:
             flush()
     except BaseException:
