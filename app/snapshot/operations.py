@@ -974,8 +974,8 @@ def _load_beside(side, reader, tables, entries, total, report, limits, fail_afte
 class _LoadPlan:
     """What the loading connections do next (``take``, then ``done``): a loaded table's keys and indexes first
     (the other connection may still be loading), then foreign keys that have what they need, then rows (the
-    largest tables first; a shared table is one load task per connection), then statistics. A statement waits
-    while another one holds one of its tables."""
+    tables with most rows first; a shared table is one load task per connection), then statistics. A statement
+    waits while another one holds one of its tables (index builds of one table share it)."""
 
     def __init__(self, tables, entries, keys, foreign, stop, open_rows):
         self.stop, self.condition = stop, threading.Condition()
