@@ -3,6 +3,7 @@
 PostgreSQL moves rows with COPY in both directions; other engines stream rows through a
 DBAPI cursor in large batches. Loading happens inside a transaction the caller owns.
 """
+import re
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -46,9 +47,15 @@ def _selected_columns(table, redactions):
     return selected
 
 
-def dump_table(connection, table, write, redactions=(), on_rows=None):
-    """Write every row of ``table`` in the portable format through ``write(bytes)``; return the row count."""
+def dump_table(connection, table, write, redactions=(), on_rows=None, pages=None):
+    """Write every row of ``table`` in the portable format through ``write(bytes)``; return the row count.
+
+    ``pages`` (PostgreSQL): ``(first, end)``, only the rows stored in that range of the table's pages (``end``
+    None: to the last page, however many there are by the time it is read). The ranges of ``split_pages`` hold
+    every row visible to the snapshot exactly once, whichever connection reads them."""
     query = sa.select(*_selected_columns(table, redactions))
+    if pages is not None:
+        query = query.where(*_page_range(*pages))
     # Literal binds: only our own redaction constants, quoted by SQLAlchemy; COPY takes no parameters.
     sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
     cursor = connection.connection.driver_connection.cursor()
@@ -58,6 +65,46 @@ def dump_table(connection, table, write, redactions=(), on_rows=None):
         return _dump_cursor(cursor, sql, table, write, on_rows)
     finally:
         cursor.close()
+
+
+def _page_range(first, end):
+    # A TID range scan (PostgreSQL 14+) reads only these pages; each row version lives at one ctid.
+    conditions = [sa.text(f"ctid >= '({int(first)},0)'::tid")] if first else []
+    if end is not None:
+        conditions.append(sa.text(f"ctid < '({int(end)},0)'::tid"))
+    return conditions or [sa.true()]
+
+
+def export_snapshot(connection):
+    """PostgreSQL: the snapshot of the caller's REPEATABLE READ transaction, for ``share_snapshot`` on another
+    connection (what pg_dump -j does); it stays valid while that transaction is open."""
+    return connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
+
+
+def share_snapshot(connection, snapshot):
+    """Start the connection's transaction on ``snapshot`` (before any query in it): it sees what the
+    exporting transaction sees, row for row."""
+    if not isinstance(snapshot, str) or not snapshot.replace("-", "").isalnum():
+        raise SnapshotError("An invalid snapshot identifier was given; no archive was kept.")
+    connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    connection.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+
+
+def table_pages(connection, tables):
+    """PostgreSQL: each table's size in pages now (not transactional; rows appended later are past the end)."""
+    if connection.dialect.name != "postgresql" or connection.dialect.server_version_info < (14,):
+        return {}
+    return dict(connection.execute(sa.text(
+        "SELECT c.relname, pg_relation_size(c.oid) / current_setting('block_size')::int FROM pg_class c "
+        "WHERE c.relname = ANY(:names) AND c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace"),
+        {"names": [t.name for t in tables]}).all())
+
+
+def split_pages(pages, parts):
+    """``parts`` page ranges ``(first, end)`` covering a table of ``pages`` pages and every page added after
+    (the last range is open-ended)."""
+    bounds = [pages * k // parts for k in range(parts)] + [None]
+    return [(bounds[k], bounds[k + 1]) for k in range(parts)]
 
 
 def _dump_copy(cursor, sql, write, on_rows):
@@ -82,20 +129,39 @@ def _dump_copy(cursor, sql, write, on_rows):
             on_rows(rows)
 
     get = pgconn.get_copy_data
-    while True:
-        nbytes, data = get(0)
-        if nbytes < 0:
-            break
-        block += data  # copied at once: holding a million small message objects would cost far more
-        if len(block) >= CHUNK:
+    try:
+        while True:
+            nbytes, data = get(0)
+            if nbytes < 0:
+                break
+            block += data  # copied at once: holding a million small message objects would cost far more
+            if len(block) >= CHUNK:
+                flush()
+        if block:
             flush()
-    if block:
-        flush()
+    except BaseException:
+        _abandon_copy(pgconn)
+        raise
     result = pgconn.get_result()
     _drain(pgconn)
     if result is None or result.status != pq.ExecStatus.COMMAND_OK:
         raise SnapshotError(f"Reading the table failed: {_pq_message(result)}; no archive was kept.")
     return rows
+
+
+def _abandon_copy(pgconn):
+    """The dump stopped in the middle of a COPY (it failed, or was told to stop): cancel it on the server and read
+    what is still in flight, so the connection can roll back and the error that stopped it is the one raised."""
+    for step in (lambda: pgconn.get_cancel().cancel(), lambda: _read_to_end(pgconn), lambda: _drain(pgconn)):
+        try:
+            step()
+        except Exception:  # the COPY already ended, or the connection is gone (nothing to roll back then)
+            pass
+
+
+def _read_to_end(pgconn):
+    while pgconn.get_copy_data(0)[0] >= 0:
+        pass
 
 
 def _pq_message(result):
@@ -180,6 +246,56 @@ def set_aside_constraints(connection, tables):
     return restore
 
 
+_PLAIN_KEY = re.compile(r"(PRIMARY KEY|UNIQUE) \([^()]*\)")
+
+
+def set_aside_keys(connection, tables):
+    """PostgreSQL, for tables that are about to be filled from empty: like ``set_aside_constraints``, and the
+    primary keys too (pg_restore adds them after the data), so rows go into bare heaps and every index is
+    built once, sorted. Returns ``({table name: [(statement, exclusive)]}, [(table name, referenced table name,
+    statement that adds a foreign key back)])``: the statements that rebuild a table's primary key, unique
+    constraints and indexes, in order; those not ``exclusive`` (index builds) may run at the same time as each
+    other, an ``exclusive`` one only alone, after those before it. A table's statements need only its rows, a
+    foreign key also the keys of the table it refers to."""
+    preparer = connection.dialect.identifier_preparer
+    names = [t.name for t in tables]
+    found = connection.execute(sa.text(
+        "SELECT r.relname AS name, c.conrelid::regclass::text AS tbl, c.conname, c.contype, "
+        "pg_get_constraintdef(c.oid) AS definition, f.relname AS referenced, c.condeferrable, "
+        "CASE WHEN c.contype IN ('p', 'u') THEN pg_get_indexdef(c.conindid) END AS index_definition "
+        "FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid LEFT JOIN pg_class f ON f.oid = c.confrelid "
+        "WHERE r.relname = ANY(:names) AND r.relnamespace = current_schema()::regnamespace "
+        "AND c.contype IN ('f', 'u', 'p') ORDER BY c.conname"), {"names": names}).all()
+    indexes = connection.execute(sa.text(
+        "SELECT r.relname AS name, i.indexrelid::regclass::text AS idx, pg_get_indexdef(i.indexrelid) AS definition "
+        "FROM pg_index i JOIN pg_class r ON r.oid = i.indrelid "
+        "WHERE r.relname = ANY(:names) AND r.relnamespace = current_schema()::regnamespace "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) "
+        "ORDER BY 1, 2"), {"names": names}).all()
+    rank = {"f": 0, "u": 1, "p": 2}
+    for row in sorted(found, key=lambda r: rank[r.contype]):  # foreign keys first: they use the others' indexes
+        connection.exec_driver_sql(f"ALTER TABLE {row.tbl} DROP CONSTRAINT {preparer.quote(row.conname)}")
+    keys, foreign, attach = {name: [] for name in names}, [], {name: [] for name in names}
+    for row in sorted(found, key=lambda r: -rank[r.contype]):  # primary keys first, unique ones next
+        name = preparer.quote(row.conname)
+        statement = f"ALTER TABLE {row.tbl} ADD CONSTRAINT {name} {row.definition}"
+        if row.contype == "f":
+            foreign.append((row.name, row.referenced, statement))
+        elif not row.condeferrable and _PLAIN_KEY.fullmatch(row.definition) and row.index_definition:
+            # The index alone first (it only shares the table with other index builds), then the constraint
+            # made from it, which locks the table for a moment: as a plain ADD CONSTRAINT it would be locked
+            # for the whole build, and the table's other indexes would wait.
+            keys[row.name].append((row.index_definition, False))
+            kind = "PRIMARY KEY" if row.contype == "p" else "UNIQUE"
+            attach[row.name].append((f"ALTER TABLE {row.tbl} ADD CONSTRAINT {name} {kind} USING INDEX {name}", True))
+        else:
+            keys[row.name].append((statement, True))
+    for row in indexes:
+        connection.exec_driver_sql(f"DROP INDEX {row.idx}")
+        keys[row.name].append((row.definition, False))
+    return {name: sorted(keys[name], key=lambda k: not k[1]) + attach[name] for name in names}, foreign
+
+
 def put_back_constraints(connection, statements):
     for statement in statements:
         connection.exec_driver_sql(statement)
@@ -195,6 +311,12 @@ def load_table(connection, table, columns, chunks, expected_rows, on_rows=None):
         raise RestoreFailed(f"Table {table.name}: the archive declares {expected_rows} rows but holds {rows}; "
                             "the restore was rolled back and the store is unchanged.")
     return rows
+
+
+def load_rows(connection, table, columns, chunks, on_rows=None):
+    """PostgreSQL: COPY a stream of whole rows into ``table``, return how many; the caller checks the count
+    (when several connections load one table's rows between them, only their sum can be checked)."""
+    return _load_copy(connection, table, columns, chunks, on_rows)
 
 
 def _load_copy(connection, table, columns, chunks, on_rows):
