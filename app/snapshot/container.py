@@ -68,6 +68,7 @@ CD_FIXED_BYTES = 46
 MAX_EXTRA_BYTES = 64
 MAX_CD_RECORD_BYTES = CD_FIXED_BYTES + MAX_NAME_BYTES + MAX_EXTRA_BYTES
 READ_BLOCK = 1024 * 1024
+LIST_BLOCK = 64 * 1024  # format 2's list and directory walk: small blocks, the same memory for any member count
 # <store>-<kind>-<parts>-<UTC timestamp>-<random>.zip: sorts by time, never collides.
 NAME_PATTERN = re.compile(
     r"^(?P<store>[a-z0-9][a-z0-9_-]{0,62})-(?P<kind>export|backup)-(?P<parts>database|files|both)-"
@@ -343,7 +344,7 @@ class Reader:
 
     # --- 4. after the signature: every record, every range ---------------------------------------------------------
 
-    def _records(self, count, cd_offset, cd_size):
+    def _records(self, count, cd_offset, cd_size, block=READ_BLOCK):
         """The central directory's records, one at a time (read in blocks): exactly ``count`` of them."""
         seen = 0
         buffer, buffer_offset = b"", cd_offset   # buffer holds the directory from buffer_offset on
@@ -355,7 +356,7 @@ class Reader:
             if need > len(buffer) and buffer_offset + len(buffer) < end:
                 buffer = buffer[position - buffer_offset:]
                 buffer_offset = position
-                more = min(READ_BLOCK, end - buffer_offset - len(buffer))
+                more = min(block, end - buffer_offset - len(buffer))
                 buffer += self._read(buffer_offset + len(buffer), more)
             entry, length = self._parse_record(buffer, position - buffer_offset)
             if position + length > end:
@@ -409,7 +410,7 @@ class Reader:
         self._checked = checked = _Checked()
         tallies = {DATABASE_PREFIX: [0, 0], FILES_PREFIX: [0, 0]}
         previous, previous_end, previous_file, previous_key = None, 0, None, None
-        for index, entry in enumerate(self._records(count, cd_offset, cd_size)):
+        for index, entry in enumerate(self._records(count, cd_offset, cd_size, LIST_BLOCK)):
             name = check_member_name(entry.filename)
             _check_entry(entry)
             if index < listed:
@@ -485,16 +486,17 @@ class Reader:
         """(SHA-256 as hex bytes, size, name) for each line of the member list, read in blocks."""
         pending, offset, size, number = b"", 0, entry.file_size, 0
         while offset < size:
-            block = self._read(entry.data_offset + offset, min(READ_BLOCK, size - offset))
+            block = self._read(entry.data_offset + offset, min(LIST_BLOCK, size - offset))
             offset += len(block)
             sha.update(block)
-            lines = (pending + block).split(b"\n")
-            pending = lines.pop()
+            data, at = pending + block, 0
+            while (end := data.find(b"\n", at)) >= 0:
+                number += 1
+                yield self._list_line(data[at:end], number)
+                at = end + 1
+            pending = data[at:]
             if len(pending) > MAX_LIST_LINE:
                 raise self._refused(f"has a damaged member list (line {number + 1:,} is overlong)")
-            for line in lines:
-                number += 1
-                yield self._list_line(line, number)
         if pending:
             raise self._refused(f"has a damaged member list (line {number + 1:,} is cut short)")
 
