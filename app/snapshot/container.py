@@ -648,7 +648,7 @@ class _Checked:
         self.buffer += _CHECKED.pack(entry.header_offset, entry.data_offset, entry.file_size, entry.CRC, digest,
                                      len(raw))
         self.buffer += raw
-        if len(self.buffer) >= RECORD_BLOCK:
+        if len(self.buffer) >= LIST_BLOCK:
             self._spill()
 
     def _spill(self):
@@ -662,7 +662,7 @@ class _Checked:
         """(Entry, SHA-256 digest) in the order added."""
         pending, offset = b"", 0
         while offset < self.size:
-            block = os.pread(self.file.fileno(), min(RECORD_BLOCK, self.size - offset), offset)
+            block = os.pread(self.file.fileno(), min(LIST_BLOCK, self.size - offset), offset)
             if not block:
                 raise ArchiveInvalid("The checked member list of the archive could not be read back; nothing was "
                                      "changed.")
