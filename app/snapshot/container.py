@@ -400,8 +400,8 @@ class Reader:
             raise self._refused(f"has a member list of {list_entry.file_size:,} bytes where its manifest says "
                                 f"{reference['bytes']:,}")
         sha = hashlib.sha256()
-        for offset in range(0, list_entry.file_size, READ_BLOCK):  # hashed first: nothing unsigned is parsed
-            sha.update(self._read(list_entry.data_offset + offset, min(READ_BLOCK, list_entry.file_size - offset)))
+        for offset in range(0, list_entry.file_size, LIST_BLOCK):  # hashed first: nothing unsigned is parsed
+            sha.update(self._read(list_entry.data_offset + offset, min(LIST_BLOCK, list_entry.file_size - offset)))
         if sha.hexdigest() != reference["sha256"]:
             raise self._refused("has a member list that does not match the SHA-256 its signed manifest gives "
                                 "(it was altered or damaged)")
