@@ -188,9 +188,11 @@ def child(spec):
         now = time.perf_counter() - start
         phases.setdefault(event.phase, [now, now])[1] = now
 
+    caps = {"max_members": spec["max_members"]} if "max_members" in spec else {}  # a million files + 3 records
+    common.update(caps)
     if spec["op"] == "inspect":
         snapshot.inspect_archive(spec["archive"], metadata=metadata, signing_key=KEY, schema_revision=REVISION,
-                                 progress=progress)
+                                 progress=progress, **caps)
         path = spec["archive"]
     elif spec["op"] == "restore":
         if "maintenance" in inspect.signature(snapshot.restore_archive).parameters:
@@ -481,7 +483,8 @@ def memory_profile(counts, ops=("backup", "inspect", "restore"), file_bytes=100)
             backup = results["backup"]
             for op in ("inspect", "restore"):
                 if op in ops:
-                    results[op] = ours(op, "files", url=url, uploads=str(uploads), archive=backup["archive"])
+                    results[op] = ours(op, "files", url=url, uploads=str(uploads), archive=backup["archive"],
+                                       max_members=count + 10)
             for op, result in results.items():
                 lines.append(f"{count:>10,} {op:<8} {result['seconds']:>8.2f} {result['peak_mb']:>9.1f} "
                              f"{result['idle_mb']:>8.1f} {(result['peak_mb'] - result['idle_mb']) * 1e6 / count:>10.0f}")

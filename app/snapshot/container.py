@@ -12,6 +12,15 @@ unsigned cost more than a few reads:
    method and size checked, nothing accepted that the signed manifest does not list, and every
    member's local header and data range checked: inside the file, before the central directory,
    no two ranges overlapping (overlapping entries turn a small archive into a huge restore).
+
+Format 2 (written now) keeps step 4 flat in memory: the manifest refers to a member list
+(``members.tsv``, one ``<sha256>\t<size>\t<name>`` line per member, in archive order), whose SHA-256
+the signed manifest holds. The list is hashed, then walked in lockstep with the central directory:
+the same names and sizes in the same order, names in ``name_key`` order within ``files/`` (so a
+duplicate, or a file and a folder of the same name, are neighbours), local headers at increasing,
+non-overlapping offsets (no sort). What was checked goes to a private temporary file that the
+consumers stream (``Reader.iter_members``); only the few ``database/`` members stay in memory.
+Format 1 (a ``members`` dict in the manifest) is read as before, in memory, bounded by max_members.
 """
 import errno
 import hashlib
@@ -25,6 +34,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from collections.abc import ItemsView, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,6 +46,12 @@ FORMAT_VERSION = manifest_schema.FORMAT_VERSION
 EXTENSION = ".zip"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
+MEMBER_LIST = manifest_schema.MEMBER_LIST
+DATABASE_PREFIX = "database/"
+FILES_PREFIX = "files/"
+# Format 2: the database/ members are held in memory (a table's data is looked up by name); there are as many as
+# tables, so a list naming more than this many is refused rather than held.
+MAX_DATABASE_MEMBERS = 10_000
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 MAX_SIGNATURE_BYTES = 1024
 KINDS = manifest_schema.KINDS
@@ -52,12 +68,17 @@ CD_FIXED_BYTES = 46
 MAX_EXTRA_BYTES = 64
 MAX_CD_RECORD_BYTES = CD_FIXED_BYTES + MAX_NAME_BYTES + MAX_EXTRA_BYTES
 READ_BLOCK = 1024 * 1024
+LIST_BLOCK = 64 * 1024  # format 2's list and directory walk: small blocks, the same memory for any member count
 # <store>-<kind>-<parts>-<UTC timestamp>-<random>.zip: sorts by time, never collides.
 NAME_PATTERN = re.compile(
     r"^(?P<store>[a-z0-9][a-z0-9_-]{0,62})-(?P<kind>export|backup)-(?P<parts>database|files|both)-"
     r"(?P<stamp>\d{8}T\d{6}\d{6}Z)-(?P<nonce>[0-9a-f]{6})\.zip$"
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SHA_HEX = re.compile(rb"[0-9a-f]{64}")
+_SIZE_DIGITS = re.compile(rb"0|[1-9][0-9]{0,19}")
+# One line of a member list: SHA-256, tab, size, tab, name, newline.
+MAX_LIST_LINE = 64 + 1 + 20 + 1 + MAX_NAME_BYTES + 1
 
 _EOCD = struct.Struct("<4s4H2LH")            # end of central directory, 22 bytes
 _EOCD64_LOCATOR = struct.Struct("<4sLQL")    # 20 bytes
@@ -89,6 +110,13 @@ def sign(manifest_bytes, key):
 
 def _key_bytes(key):
     return key.encode() if isinstance(key, str) else key
+
+
+def name_key(name):
+    """The order of member names (format 2): bytewise UTF-8, with "/" below every other byte, i.e. path component
+    by component. Then the names under a folder come right after the folder's own name, so a file and a folder
+    of the same name are neighbours; names never hold NUL (control characters are refused)."""
+    return name.encode("utf-8").replace(b"/", b"\x00")
 
 
 def check_member_name(name):
@@ -166,6 +194,8 @@ class Reader:
         self.path = Path(path)
         self.name = self.path.name
         self.max_members = max_members
+        self._checked, self._database, self._bookkeeping, self._tallies = None, {}, {}, {}
+        self.fd = None
         try:
             self.fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -183,13 +213,19 @@ class Reader:
             except (ValueError, RecursionError):
                 raise ArchiveInvalid(f"{self.name} has an unreadable manifest; nothing was changed.") from None
             manifest_schema.check(self.name, self.manifest, signature)
-            if check_members:
+            self.signed_manifest = self.manifest  # as signed; ``manifest`` may carry a streamed ``members`` view
+            self.version = self.manifest["format_version"]
+            if not check_members:
+                self.entries = {MANIFEST: manifest_entry, SIGNATURE: signature_entry}
+            elif self.version == 1:
                 self.entries = self._walk(count, cd_offset, cd_size)
                 self._check_ranges(cd_offset)
             else:
-                self.entries = {MANIFEST: manifest_entry, SIGNATURE: signature_entry}
+                self._walk_listed(count, cd_offset, cd_size)
+                self.entries = _Entries(self)
+                self.manifest = {**self.signed_manifest, "members": Members(self)}
         except BaseException:
-            os.close(self.fd)
+            self.close()
             raise
 
     # --- raw reads ---------------------------------------------------------------------------------------------
@@ -254,7 +290,7 @@ class Reader:
     # --- 2. the manifest and its signature: the last two records ---------------------------------------------------
 
     def _last_two_records(self, cd_offset, cd_size):
-        window = min(cd_size, 2 * MAX_CD_RECORD_BYTES)
+        window = min(cd_size, 3 * MAX_CD_RECORD_BYTES)  # three: a format-2 member list is the record before
         tail = self._read(cd_offset + cd_size - window, window)
         last = self._record_ending_at(tail, len(tail), SIGNATURE)
         before = self._record_ending_at(tail, last, MANIFEST) if last is not None else None
@@ -267,6 +303,7 @@ class Reader:
             _check_entry(entry)
             entry.data_offset = self._local_data_offset(entry, cd_offset)
             entries.append(entry)
+        self._tail = (tail, before)
         return entries
 
     def _record_ending_at(self, tail, end, name):
@@ -307,9 +344,9 @@ class Reader:
 
     # --- 4. after the signature: every record, every range ---------------------------------------------------------
 
-    def _walk(self, count, cd_offset, cd_size):
-        listed = self.manifest["members"]
-        entries, seen = {}, 0
+    def _records(self, count, cd_offset, cd_size, block=READ_BLOCK):
+        """The central directory's records, one at a time (read in blocks): exactly ``count`` of them."""
+        seen = 0
         buffer, buffer_offset = b"", cd_offset   # buffer holds the directory from buffer_offset on
         position, end = cd_offset, cd_offset + cd_size
         while position < end:
@@ -319,13 +356,22 @@ class Reader:
             if need > len(buffer) and buffer_offset + len(buffer) < end:
                 buffer = buffer[position - buffer_offset:]
                 buffer_offset = position
-                more = min(READ_BLOCK, end - buffer_offset - len(buffer))
+                more = min(block, end - buffer_offset - len(buffer))
                 buffer += self._read(buffer_offset + len(buffer), more)
             entry, length = self._parse_record(buffer, position - buffer_offset)
             if position + length > end:
                 raise self._unreadable("a central directory record runs past its end")
             position += length
             seen += 1
+            yield entry
+        if seen != count:
+            raise self._unreadable("its central directory holds fewer records than its end record counts")
+
+    def _walk(self, count, cd_offset, cd_size):
+        """Format 1: every record into a dict, checked against the manifest's ``members`` dict."""
+        listed = self.manifest["members"]
+        entries = {}
+        for entry in self._records(count, cd_offset, cd_size):
             name = check_member_name(entry.filename)
             if name in entries:
                 raise UnsafeArchive(f"The archive contains {name!r} twice; it was refused and nothing was changed.")
@@ -334,11 +380,158 @@ class Reader:
                                     "nothing was changed.")
             _check_entry(entry)
             entries[name] = entry
-        if seen != count:
-            raise self._unreadable("its central directory holds fewer records than its end record counts")
         if list(entries)[-2:] != [MANIFEST, SIGNATURE]:
             raise ArchiveInvalid(f"{self.name} has its manifest in an unexpected place; nothing was changed.")
         return entries
+
+    # --- 4, format 2: the member list and the directory in lockstep, nothing held per member -------------------------
+
+    def _refused(self, what):
+        return UnsafeArchive(f"{self.name} {what}; it was refused and nothing was changed.")
+
+    def _walk_listed(self, count, cd_offset, cd_size):
+        reference = self.manifest["members"]
+        listed = count - 3  # the member list, the manifest and the signature end the directory
+        if reference["count"] != listed:
+            raise self._refused(f"has a member list of {reference['count']:,} members, but its directory holds "
+                                f"{max(listed, 0):,}")
+        list_entry = self._list_entry(cd_offset)
+        if list_entry.file_size != reference["bytes"]:
+            raise self._refused(f"has a member list of {list_entry.file_size:,} bytes where its manifest says "
+                                f"{reference['bytes']:,}")
+        sha = hashlib.sha256()
+        for offset in range(0, list_entry.file_size, LIST_BLOCK):  # hashed first: nothing unsigned is parsed
+            sha.update(self._read(list_entry.data_offset + offset, min(LIST_BLOCK, list_entry.file_size - offset)))
+        if sha.hexdigest() != reference["sha256"]:
+            raise self._refused("has a member list that does not match the SHA-256 its signed manifest gives "
+                                "(it was altered or damaged)")
+        sha = hashlib.sha256()  # hashed again as it is parsed: a file changed in between is caught at the end
+        lines = self._list_lines(list_entry, sha)
+        self._checked = checked = _Checked()
+        tallies = {DATABASE_PREFIX: [0, 0], FILES_PREFIX: [0, 0]}
+        previous, previous_end, previous_file, previous_key = None, 0, None, None
+        for index, entry in enumerate(self._records(count, cd_offset, cd_size, LIST_BLOCK)):
+            name = check_member_name(entry.filename)
+            _check_entry(entry)
+            if index < listed:
+                line = next(lines, None)
+                if line is None:
+                    raise self._refused(f"lists fewer members than its directory holds (nothing listed for "
+                                        f"{_shown(name)})")
+                digest, size, listed_name = line
+                if listed_name != name:
+                    raise self._refused(f"has {_shown(name)} as member {index + 1:,} of its directory but "
+                                        f"{_shown(listed_name)} in its member list (the two disagree)")
+                if entry.file_size != size:
+                    raise UnsafeArchive(f"The archive member {name!r} is {entry.file_size} bytes but the manifest "
+                                        f"says {size}; refused, nothing was changed.")
+                if name.startswith(DATABASE_PREFIX):
+                    if name in self._database:
+                        raise UnsafeArchive(f"The archive contains {name!r} twice; it was refused and nothing was "
+                                            "changed.")
+                    if len(self._database) >= MAX_DATABASE_MEMBERS:
+                        raise self._refused(f"holds more than {MAX_DATABASE_MEMBERS:,} database members")
+                    self._database[name] = ({"size": size, "sha256": digest.decode()}, entry)
+                elif name.startswith(FILES_PREFIX):
+                    key = name_key(name)
+                    if previous_key is not None and key <= previous_key:
+                        if key == previous_key:
+                            raise UnsafeArchive(f"The archive contains {name!r} twice; it was refused and nothing "
+                                                "was changed.")
+                        raise self._refused(f"lists its files out of order ({_shown(previous_file)} before "
+                                            f"{_shown(name)})")
+                    if previous_file is not None and name.startswith(previous_file + "/"):
+                        raise UnsafeArchive(f"The archive has both a file and a folder named "
+                                            f"{previous_file[len(FILES_PREFIX):]!r}; it was refused and nothing was "
+                                            "changed.")
+                    previous_file, previous_key = name, key
+                else:
+                    raise UnsafeArchive(f"{self.name} lists a member {name!r} this tool never writes; refused, "
+                                        "nothing was changed.")
+            elif name != (MEMBER_LIST, MANIFEST, SIGNATURE)[index - listed]:
+                raise ArchiveInvalid(f"{self.name} has its member list or manifest in an unexpected place; nothing "
+                                     "was changed.")
+            else:
+                self._bookkeeping[name] = entry
+            entry.data_offset = self._local_data_offset(entry, cd_offset)
+            if entry.header_offset < previous_end:  # increasing and apart: no two members share bytes
+                raise UnsafeArchive(f"The archive members {previous.filename[:100]!r} and {entry.filename[:100]!r} "
+                                    "overlap or are out of order (entries sharing data can turn a small archive "
+                                    "into a huge restore); it was refused and nothing was changed.")
+            previous, previous_end = entry, entry.data_offset + entry.compress_size
+            if index < listed:
+                checked.add(entry, bytes.fromhex(digest.decode()), name)
+                tally = tallies[DATABASE_PREFIX if name.startswith(DATABASE_PREFIX) else FILES_PREFIX]
+                tally[0] += 1
+                tally[1] += size
+        if next(lines, None) is not None:
+            raise self._refused("lists more members than its directory holds")
+        if sha.hexdigest() != reference["sha256"]:
+            raise self._refused("changed while it was read (its member list no longer matches its manifest)")
+        self._tallies = {prefix: tuple(values) for prefix, values in tallies.items()}
+        self.listed = listed
+
+    def _list_entry(self, cd_offset):
+        tail, before = self._tail
+        at = self._record_ending_at(tail, before, MEMBER_LIST) if before > 0 else None
+        if at is None:
+            raise ArchiveInvalid(f"{self.name} has no member list where its manifest says; it is incomplete. Nothing "
+                                 "was changed.")
+        entry, _ = self._parse_record(tail, at)
+        _check_entry(entry)
+        entry.data_offset = self._local_data_offset(entry, cd_offset)
+        return entry
+
+    def _list_lines(self, entry, sha):
+        """(SHA-256 as hex bytes, size, name) for each line of the member list, read in blocks."""
+        pending, offset, size, number = b"", 0, entry.file_size, 0
+        while offset < size:
+            block = self._read(entry.data_offset + offset, min(LIST_BLOCK, size - offset))
+            offset += len(block)
+            sha.update(block)
+            data, at = pending + block, 0
+            while (end := data.find(b"\n", at)) >= 0:
+                number += 1
+                yield self._list_line(data[at:end], number)
+                at = end + 1
+            pending = data[at:]
+            if len(pending) > MAX_LIST_LINE:
+                raise self._refused(f"has a damaged member list (line {number + 1:,} is overlong)")
+        if pending:
+            raise self._refused(f"has a damaged member list (line {number + 1:,} is cut short)")
+
+    def _list_line(self, line, number):
+        fields = line.split(b"\t")
+        if len(fields) != 3 or not _SHA_HEX.fullmatch(fields[0]) or not _SIZE_DIGITS.fullmatch(fields[1]):
+            raise self._refused(f"has a damaged member list (line {number:,} is not '<sha256>, tab, <size>, tab, "
+                                "<name>'; a name cannot hold a tab or a newline)")
+        try:
+            name = fields[2].decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._refused(f"has a member list naming a member with bytes that are not UTF-8 (line "
+                                f"{number:,})") from None
+        return fields[0], int(fields[1]), name
+
+    # --- format 2: the checked members, streamed ---------------------------------------------------------------------
+
+    def iter_members(self, prefix=""):
+        """(name, {"size", "sha256"}, directory entry) of each listed member whose name starts with ``prefix``,
+        in archive order; after a full check (not for a listing reader)."""
+        if self._checked is None:
+            for name, meta in self.manifest["members"].items():
+                if name.startswith(prefix):
+                    yield name, meta, self.entries[name]
+            return
+        for entry, digest in self._checked:
+            if entry.filename.startswith(prefix):
+                yield entry.filename, {"size": entry.file_size, "sha256": digest.hex()}, entry
+
+    def tally(self, prefix):
+        """(count, bytes) of the listed members under ``prefix`` (``database/`` or ``files/``)."""
+        if self._checked is None:
+            sizes = [meta["size"] for name, meta in self.manifest["members"].items() if name.startswith(prefix)]
+            return len(sizes), sum(sizes)
+        return self._tallies[prefix]
 
     def _parse_record(self, buffer, at):
         if len(buffer) - at < CD_FIXED_BYTES:
@@ -412,9 +605,10 @@ class Reader:
 
     # --- members ---------------------------------------------------------------------------------------------------
 
-    def open(self, name, expected_size):
-        """A member's data, refused if its declared size disagrees with the manifest's."""
-        info = self.entries[name]
+    def open(self, name, expected_size, entry=None):
+        """A member's data, refused if its declared size disagrees with the manifest's. ``entry``: its directory
+        entry, when the caller has it from ``iter_members`` (a format-2 name lookup walks the checked list)."""
+        info = entry if entry is not None else self.entries[name]
         if info.file_size != expected_size:
             raise UnsafeArchive(f"The archive member {name!r} is {info.file_size} bytes but the manifest says "
                                 f"{expected_size}; it was refused and nothing was changed.")
@@ -424,12 +618,159 @@ class Reader:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+        if getattr(self, "_checked", None) is not None:
+            self._checked.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _shown(name):
+    return repr(name if len(name) <= 120 else name[:100] + "…")
+
+
+_CHECKED = struct.Struct("<QQQL32sH")  # header offset, data offset, size, CRC, SHA-256, name length; then the name
+
+
+class _Checked:
+    """The members a format-2 reader checked, in archive order, in an anonymous temporary file (in the system's
+    temporary folder): ~100 bytes a member on disk, a block in memory. Read back by offset, so two walks of it
+    (a restore's check and its staging thread) never disturb each other."""
+
+    def __init__(self):
+        self.file, self.buffer, self.size = None, bytearray(), 0
+
+    def add(self, entry, digest, name):
+        raw = name.encode("utf-8")
+        self.buffer += _CHECKED.pack(entry.header_offset, entry.data_offset, entry.file_size, entry.CRC, digest,
+                                     len(raw))
+        self.buffer += raw
+        if len(self.buffer) >= LIST_BLOCK:
+            self._spill()
+
+    def _spill(self):
+        if self.file is None:
+            self.file = tempfile.TemporaryFile()
+        os.pwrite(self.file.fileno(), self.buffer, self.size)
+        self.size += len(self.buffer)
+        self.buffer = bytearray()
+
+    def __iter__(self):
+        """(Entry, SHA-256 digest) in the order added."""
+        pending, offset = b"", 0
+        while offset < self.size:
+            block = os.pread(self.file.fileno(), min(LIST_BLOCK, self.size - offset), offset)
+            if not block:
+                raise ArchiveInvalid("The checked member list of the archive could not be read back; nothing was "
+                                     "changed.")
+            offset += len(block)
+            pending = yield from self._parse(pending + block)
+        rest = yield from self._parse(pending + bytes(self.buffer))
+        if rest:
+            raise ArchiveInvalid("The checked member list of the archive is damaged; nothing was changed.")
+
+    @staticmethod
+    def _parse(data):
+        at, unpack, fixed = 0, _CHECKED.unpack_from, _CHECKED.size
+        while at + fixed <= len(data):
+            header_offset, data_offset, size, crc, digest, length = unpack(data, at)
+            if at + fixed + length > len(data):
+                break
+            entry = Entry()
+            entry.filename = data[at + fixed:at + fixed + length].decode("utf-8")
+            entry.raw_name, entry.flag_bits, entry.compress_type, entry.external_attr = None, 0, zipfile.ZIP_STORED, 0
+            entry.CRC, entry.compress_size, entry.file_size = crc, size, size
+            entry.header_offset, entry.data_offset = header_offset, data_offset
+            yield entry, digest
+            at += fixed + length
+        return data[at:]
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class Members(Mapping):
+    """A format-2 archive's ``manifest["members"]`` as format 1 had it (name -> {"size", "sha256"}), without
+    holding it: iterating streams the checked list; a ``database/`` name is looked up in memory, any other name
+    by walking the list (use ``iter_entries`` to go through them). Read-only."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def __iter__(self):
+        return (name for name, _, _ in self.reader.iter_members())
+
+    def __len__(self):
+        return self.reader.listed
+
+    def __getitem__(self, name):
+        found = self.reader._database.get(name)
+        if found is not None:
+            return dict(found[0])
+        if isinstance(name, str) and not name.startswith(DATABASE_PREFIX):
+            for listed, meta, _ in self.reader.iter_members(name):
+                if listed == name:
+                    return meta
+        raise KeyError(name)
+
+    def __contains__(self, name):
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+    def items(self):
+        return _Items(self)
+
+    def values(self):
+        return (meta for _, meta, _ in self.reader.iter_members())
+
+    def iter_entries(self, prefix=""):
+        return self.reader.iter_members(prefix)
+
+    def tally(self, prefix):
+        return self.reader.tally(prefix)
+
+    def database(self):
+        """{name: meta} of the database members (few: one per table)."""
+        return {name: dict(meta) for name, (meta, _) in self.reader._database.items()}
+
+
+class _Items(ItemsView):
+    def __iter__(self):
+        return ((name, meta) for name, meta, _ in self._mapping.reader.iter_members())
+
+
+class _Entries(Mapping):
+    """A format-2 reader's ``entries``: name -> Entry, the same way (database members and the last three records in
+    memory, files by walking the checked list)."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def __iter__(self):
+        yield from (name for name, _, _ in self.reader.iter_members())
+        yield from self.reader._bookkeeping
+
+    def __len__(self):
+        return self.reader.listed + len(self.reader._bookkeeping)
+
+    def __getitem__(self, name):
+        if name in self.reader._database:
+            return self.reader._database[name][1]
+        if name in self.reader._bookkeeping:
+            return self.reader._bookkeeping[name]
+        if isinstance(name, str):
+            for listed, _, entry in self.reader.iter_members(name):
+                if listed == name:
+                    return entry
+        raise KeyError(name)
 
 
 # What reading a damaged member can raise.
@@ -741,32 +1082,36 @@ class Writer(_Sink):
         self.segments.remove(segment)
 
     def finish(self, manifest, signing_key):
-        """Write the manifest (``manifest`` plus a ``members`` object made from the records, streamed), its
-        signature, and the central directory; the manifest and the signature are the last two members."""
+        """Write the member list (streamed from the records), the manifest (``manifest`` plus a ``members`` object
+        referring to the list, and the format version), its signature, and the central directory; the list, the
+        manifest and the signature are the last three members. Format 2's order is checked on the way: the
+        ``files/`` members must come in ``name_key`` order (``files.pack`` writes them so)."""
         key = _key_bytes(signing_key)
-        mac = hmac.new(key, digestmod=hashlib.sha256)
-        text = json.dumps({**manifest, "members": {}}, indent=1, sort_keys=True)
-        marker = '\n "members": {}'
-        before, after = text.split(marker)  # a top-level key: no string can hold a raw newline
-        with self.member(MANIFEST) as out:
-            pending = [before, '\n "members": {']
-            size = sum(map(len, pending))
-            first = True
+        count, previous = 0, None
+        with self.member(MEMBER_LIST) as out:
+            pending, size = [], 0
             for _, member_size, _, sha, flags, raw in self.records:
                 name = raw.decode("utf-8" if flags & 0x800 else "ascii")
-                piece = f'{"" if first else ", "}{json.dumps(name)}: {{"sha256": "{sha.hex()}", "size": {member_size}}}'
-                first = False
-                pending.append(piece)
-                size += len(piece)
+                if name.startswith(FILES_PREFIX):
+                    order = name_key(name)
+                    if previous is not None and order <= previous:
+                        raise ArchiveInvalid(f"The files of the new archive are not in name order (at {_shown(name)}); "
+                                             "no archive was kept.")
+                    previous = order
+                line = f"{sha.hex()}\t{member_size}\t{name}\n"
+                pending.append(line)
+                size += len(line)
+                count += 1
                 if size >= RECORD_BLOCK:
-                    data = "".join(pending).encode()
-                    mac.update(data)
-                    out.write(data)
+                    out.write("".join(pending).encode())
                     pending, size = [], 0
-            data = ("".join(pending) + "}" + after).encode()
-            mac.update(data)
+            out.write("".join(pending).encode())
+            listing = {"list": MEMBER_LIST, "count": count, "bytes": out.size, "sha256": out.sha.hexdigest()}
+        data = json.dumps({**manifest, "format_version": FORMAT_VERSION, "members": listing}, indent=1,
+                          sort_keys=True).encode()
+        with self.member(MANIFEST) as out:
             out.write(data)
-        signature = mac.hexdigest().encode()
+        signature = hmac.new(key, data, hashlib.sha256).hexdigest().encode()
         with self.member(SIGNATURE) as out:
             out.write(signature)
         self.signature = signature

@@ -4,6 +4,7 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from app.snapshot import journal
@@ -15,30 +16,55 @@ CHUNK = 1024 * 1024
 FREE_SPACE_MARGIN = 64 * 1024 * 1024
 
 
+def name_key(name):
+    """The order of member names in an archive (format 2): bytewise, with "/" below every other byte, i.e. path
+    component by component. In this order a folder's contents come right after the folder's own name, so a
+    file and a folder of the same name are neighbours; names cannot hold NUL or other control characters."""
+    return name.encode("utf-8").replace(b"/", b"\x00")
+
+
+def _sorted_entries(folder):
+    with os.scandir(folder) as entries:
+        return sorted(entries, key=lambda e: e.name)
+
+
 def _candidates(root, skipped):
-    """(member name, path, relative name, size) of each regular file under ``root``, one at a time, in a stable
-    order (folders sorted, names sorted); what cannot be archived goes to ``skipped``. Nothing is collected: a
-    million files cost no more memory than a thousand."""
+    """(member name, path, relative name, size) of each regular file under ``root``, one at a time, in member name
+    order (``name_key``: each folder's entries sorted by name, a subfolder's files at the subfolder's place); what
+    cannot be archived goes to ``skipped``. Nothing is collected but the open folders' listings: a million files
+    cost no more memory than a thousand."""
     base = os.fspath(root)
     cut = len(base) + 1
-    for folder, dirs, names in os.walk(base, followlinks=False):
-        dirs.sort()
-        for name in sorted(names):
-            path = os.path.join(folder, name)
-            relative = path[cut:].replace(os.sep, "/")
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:  # deleted since the folder was listed: not part of the store any more
+    try:
+        stack = [iter(_sorted_entries(base))]
+    except OSError:
+        return
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        path = entry.path
+        relative = path[cut:].replace(os.sep, "/")
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(iter(_sorted_entries(path)))  # unreadable folders are passed over, as os.walk did
                 continue
-            if not stat.S_ISREG(st.st_mode):
-                skipped.append(f"{relative} (not a regular file)")
-                continue
-            try:
-                member = check_member_name(PREFIX + relative)
-            except UnsafeArchive:
-                skipped.append(f"{relative!r} (a name that could not be restored safely)")
-                continue
-            yield member, path, relative, st.st_size
+        except OSError:
+            continue
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:  # deleted since the folder was listed: not part of the store any more
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            skipped.append(f"{relative} (not a regular file)")
+            continue
+        try:
+            member = check_member_name(PREFIX + relative)
+        except UnsafeArchive:
+            skipped.append(f"{relative!r} (a name that could not be restored safely)")
+            continue
+        yield member, path, relative, st.st_size
 
 
 def scan(uploads_dir):
@@ -74,19 +100,62 @@ def pack(writer, uploads_dir, report):
     return count, done, skipped
 
 
+class FileMembers(Mapping):
+    """The ``files/`` members of a manifest's ``members`` (name -> {"size", "sha256"}), without copying them: over
+    a format-1 dict, or over a format-2 reader's member list (streamed from its checked copy, in name order)."""
+
+    def __init__(self, members):
+        self.members = members
+        self.streamed = hasattr(members, "iter_entries")
+
+    def __iter__(self):
+        return (name for name in self.members if name.startswith(PREFIX))
+
+    def __len__(self):
+        return self.members.tally(PREFIX)[0] if self.streamed else sum(1 for _ in self)
+
+    def __contains__(self, name):
+        return isinstance(name, str) and name.startswith(PREFIX) and name in self.members
+
+    def __getitem__(self, name):
+        if not (isinstance(name, str) and name.startswith(PREFIX)):
+            raise KeyError(name)
+        return self.members[name]
+
+    def covers(self, name):
+        """``name in self`` for a name known to be a member of the archive: O(1) whatever the version."""
+        return name.startswith(PREFIX)
+
+    def total_bytes(self):
+        if self.streamed:
+            return self.members.tally(PREFIX)[1]
+        return sum(meta["size"] for meta in self.values())
+
+    def with_entries(self, reader):
+        """(name, meta, directory entry) in name order."""
+        if self.streamed:
+            yield from self.members.iter_entries(PREFIX)
+            return
+        for name in sorted(self, key=name_key):
+            yield name, self.members[name], reader.entries[name]
+
+
 def file_members(manifest):
-    return {name: meta for name, meta in manifest["members"].items() if name.startswith(PREFIX)}
+    return FileMembers(manifest["members"])
 
 
 def check_layout(members):
-    """A file and a folder of the same name cannot both be restored."""
-    files = {name[len(PREFIX):] for name in members}
-    for name in files:
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            if "/".join(parts[:i]) in files:
-                raise UnsafeArchive(f"The archive has both a file and a folder named {'/'.join(parts[:i])!r}; "
-                                    "it was refused and nothing was changed.")
+    """A file and a folder of the same name cannot both be restored. In name order (``name_key``) a file's
+    name is followed at once by the names under it, if any: one comparison per name. A format-2 list was
+    checked so as the reader walked it."""
+    if isinstance(members, FileMembers) and members.streamed:
+        return
+    previous = None
+    for name in sorted(members, key=name_key):
+        if previous is not None and name.startswith(previous + "/"):
+            raise UnsafeArchive(f"The archive has both a file and a folder named {previous[len(PREFIX):]!r}; "
+                                "it was refused and nothing was changed.")
+        previous = name
 
 
 def check_space(target_dir, needed):
@@ -100,13 +169,14 @@ def check_space(target_dir, needed):
                                 "again.")
 
 
-def copy_member(reader, name, meta, out, report=None, progress=(0, 0), phase=None):
-    """Stream a member into ``out`` (or nowhere), checking its size and SHA-256 against the manifest."""
+def copy_member(reader, name, meta, out, report=None, progress=(0, 0), phase=None, entry=None):
+    """Stream a member into ``out`` (or nowhere), checking its size and SHA-256 against the manifest.
+    ``entry``: its directory entry when the caller has it (a format-2 reader looks names up by walking)."""
     sha = hashlib.sha256()
     size = 0
     done, total = progress
     phase = phase or ("verify" if out is None else "staging")
-    with reader.open(name, meta["size"]) as stream:
+    with reader.open(name, meta["size"], entry=entry) as stream:
         while chunk := stream.read(CHUNK):
             size += len(chunk)
             if size > meta["size"]:
@@ -140,13 +210,15 @@ class StagedFiles:
         journal.write(self.uploads, self.token, phase=phase, staging=str(self.staging), old=str(self.old))
 
     def extract(self, reader, members, report):
-        total = sum(meta["size"] for meta in members.values())
+        """Write ``members`` (a ``FileMembers``, or a dict of name -> meta) into the staging folder."""
+        members = members if isinstance(members, FileMembers) else FileMembers(members)
+        total = members.total_bytes()
         check_space(self.uploads.parent, total)
         self.uploads.parent.mkdir(parents=True, exist_ok=True)
         self._journal("staging")
         self.staging.mkdir(mode=0o700)
         done = 0
-        for name, meta in sorted(members.items()):
+        for name, meta, entry in members.with_entries(reader):
             target = self.staging / name[len(PREFIX):]
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +229,7 @@ class StagedFiles:
                                     f"({error.strerror or 'unknown error'}); the uploads folder was left as it "
                                     "was.") from None
             with os.fdopen(fd, "wb") as out:
-                done += copy_member(reader, name, meta, out, report, (done, total))
+                done += copy_member(reader, name, meta, out, report, (done, total), entry=entry)
 
     def swap_in(self):
         self._journal("swapped")  # from here on, recovery decides by the database's commit marker

@@ -1,10 +1,14 @@
 """The manifest's shape: one strict JSON Schema (Draft 2020-12), checked right after the signature.
 
 The format and its version are read first, so that a manifest of another format or version is
-reported as such (not as a schema error); the schema describes format version 1, exactly as
-``create_archive`` writes it. What a schema cannot say (tables and columns are the application's,
-the member list equals the ZIP's, dates are real dates, ...) is checked in ``operations``.
+reported as such (not as a schema error). Two versions are read: in version 1 (archives made up to
+2026-11-26) ``members`` maps every member's name to its size and SHA-256; in version 2 (written now) it
+refers to a member list, ``members.tsv``, by its line count, size and SHA-256, so that the manifest stays
+small and the list is read as a stream (docs/archive-format.md). What a schema cannot say (tables and
+columns are the application's, the member list equals the ZIP's, dates are real dates, ...) is checked
+in ``container`` and ``operations``.
 """
+import copy
 from collections import OrderedDict
 
 from jsonschema import Draft202012Validator
@@ -13,7 +17,9 @@ from jsonschema.exceptions import best_match
 from app.snapshot.errors import ArchiveInvalid, IncompatibleArchive
 
 FORMAT = "store-snapshot"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2            # what create_archive writes
+READ_VERSIONS = (1, 2)        # what this code reads
+MEMBER_LIST = "members.tsv"
 KINDS = ("export", "backup")
 PARTS = ("database", "files", "both")
 
@@ -82,7 +88,7 @@ SCHEMA = {
             "properties": {"count": _COUNT, "bytes": _COUNT,
                            "skipped": {"type": "array", "items": {"type": "string"}}},
         },
-        "members": {
+        "members": {  # version 1: every member; version 2 replaces this (SCHEMA_V2 below)
             "type": "object",
             "propertyNames": {"minLength": 1, "maxLength": 1024},
             "additionalProperties": {
@@ -95,7 +101,27 @@ SCHEMA = {
     },
 }
 
-VALIDATOR = Draft202012Validator(SCHEMA)
+# Version 2: the same manifest, but ``members`` only refers to the member list (one line per member:
+# ``<sha256>\t<size>\t<name>\n``, in archive order); the list itself is checked by the reader.
+SCHEMA_V2 = copy.deepcopy(SCHEMA)
+SCHEMA_V2["$id"] = "https://store-backup.invalid/manifest-v2.schema.json"
+SCHEMA_V2["title"] = "store-snapshot manifest, format version 2"
+SCHEMA_V2["properties"]["format_version"] = {"const": 2}
+SCHEMA_V2["properties"]["members"] = {
+    "type": "object",
+    "required": ["list", "count", "bytes", "sha256"],
+    "additionalProperties": False,
+    "properties": {"list": {"const": MEMBER_LIST}, "count": _COUNT, "bytes": _COUNT,
+                   "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+}
+SCHEMA_V1 = copy.deepcopy(SCHEMA)
+SCHEMA_V1["properties"]["format_version"] = {"const": 1}
+# Version 1 never held a database file: every table had its own data member.
+del SCHEMA_V1["properties"]["database"]
+SCHEMA_V1["properties"]["tables"]["items"]["required"] = ["name", "member", "rows", "raw_bytes", "columns"]
+SCHEMA = SCHEMA_V2  # the version written
+VALIDATORS = {1: Draft202012Validator(SCHEMA_V1), 2: Draft202012Validator(SCHEMA_V2)}
+VALIDATOR = VALIDATORS[FORMAT_VERSION]
 
 
 # Signatures (HMACs under our key, so one per manifest content) of manifests this process found valid: the
@@ -111,14 +137,15 @@ def check(archive, manifest, signature=None):
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ArchiveInvalid(f"{archive} is not a store snapshot archive; nothing was changed.")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION or isinstance(version, bool):
-        newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+    if version not in READ_VERSIONS or isinstance(version, bool):
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > max(READ_VERSIONS)
         raise IncompatibleArchive(
-            f"{archive} uses archive format {_short(version)}; this version of the application reads format "
-            f"{FORMAT_VERSION}. " + ("Upgrade the application first." if newer else "It cannot be restored here."))
+            f"{archive} uses archive format {_short(version)}; this version of the application reads formats "
+            f"{' and '.join(map(str, READ_VERSIONS))}. "
+            + ("Upgrade the application first." if newer else "It cannot be restored here."))
     if signature is not None and signature in _VALID_SIGNATURES:
         return
-    error = best_match(VALIDATOR.iter_errors(manifest))
+    error = best_match(VALIDATORS[version].iter_errors(manifest))
     if error is not None:
         raise ArchiveInvalid(f"{archive} has an invalid manifest: {problem(error)}; nothing was changed.")
     if signature is not None:

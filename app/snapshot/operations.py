@@ -500,25 +500,26 @@ def _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, li
     """Every check of an archive; members in ``checked_later`` (files a restore stages, checking each one's
     SHA-256 as it writes it) are not read here."""
     summary = _check_manifest(reader, schema_revision, metadata, max_total_bytes, max_members)
-    members = reader.manifest["members"]
     tables = {entry["member"]: entry for entry in reader.manifest["tables"] if "member" in entry}
     database_file = reader.manifest.get("database") or {}
-    total = sum(meta["size"] for name, meta in members.items() if name not in checked_later)
+    # A FileMembers (what restores pass) covers every files/ member by its prefix: no set of a million names.
+    later = checked_later.covers if hasattr(checked_later, "covers") else checked_later.__contains__
+    total = sum(meta["size"] for name, meta, _ in reader.iter_members() if not later(name))
     done = 0
-    for name, meta in members.items():
+    for name, meta, member in reader.iter_members():  # streamed, in archive order
         entry = tables.get(name)
-        if name in checked_later:
+        if later(name):
             continue
         if name == database_file.get("member"):  # the SQLite database file: checksum, then SQLite's own checks
             sqlitefile.check(reader, store_tables(metadata), report, (done, total), limits)
             done += meta["size"]
             continue
         if entry is None:
-            done += files.copy_member(reader, name, meta, None, report, (done, total))
+            done += files.copy_member(reader, name, meta, None, report, (done, total), entry=member)
             continue
         _check_expansion(reader, entry)  # a declared bomb is refused before a byte is decompressed
         check = _TableCheck(entry, limits)
-        done += files.copy_member(reader, name, meta, check, report, (done, total), phase="verify")
+        done += files.copy_member(reader, name, meta, check, report, (done, total), phase="verify", entry=member)
         check.finish()
     return summary
 
@@ -532,27 +533,28 @@ def _check_manifest(reader, schema_revision, metadata, max_total_bytes, max_memb
             f"{name} was made with store schema revision {m['schema_revision']!r}, but this application is at "
             f"{schema_revision!r}. Restore it with the application version that made it (app "
             f"{m['app_version']!r}), or upgrade/downgrade this one to match; nothing was changed.")
-    members = m["members"]
     if max_members is not None and len(reader.entries) > max_members:
         raise UnsafeArchive(f"{name} holds {len(reader.entries):,} members, over the limit of {max_members:,}; it "
                             "was refused and nothing was changed.")
-    expected = set(members) | {container.MANIFEST, container.SIGNATURE}
-    extra, missing = set(reader.entries) - expected, expected - set(reader.entries)
-    if extra:
-        raise UnsafeArchive(f"{name} contains {sorted(extra)[0]!r}, which its manifest does not list; refused, "
-                            "nothing was changed.")
-    if missing:
-        raise ArchiveInvalid(f"{name} is missing {sorted(missing)[0]!r}; it is incomplete. Nothing was changed.")
-    for member, meta in members.items():
-        if not member.startswith((DB_PREFIX, files.PREFIX)):
-            raise UnsafeArchive(f"{name} lists a member {member!r} this tool never writes; refused.")
-        if reader.entries[member].file_size != meta["size"]:
-            raise UnsafeArchive(f"The archive member {member!r} is {reader.entries[member].file_size} bytes but the "
-                                f"manifest says {meta['size']}; refused, nothing was changed.")
+    if reader.version == 1:  # format 2: the reader checked all this as it walked the list with the directory
+        members = m["members"]
+        expected = set(members) | {container.MANIFEST, container.SIGNATURE}
+        extra, missing = set(reader.entries) - expected, expected - set(reader.entries)
+        if extra:
+            raise UnsafeArchive(f"{name} contains {sorted(extra)[0]!r}, which its manifest does not list; refused, "
+                                "nothing was changed.")
+        if missing:
+            raise ArchiveInvalid(f"{name} is missing {sorted(missing)[0]!r}; it is incomplete. Nothing was changed.")
+        for member, meta in members.items():
+            if not member.startswith((DB_PREFIX, files.PREFIX)):
+                raise UnsafeArchive(f"{name} lists a member {member!r} this tool never writes; refused.")
+            if reader.entries[member].file_size != meta["size"]:
+                raise UnsafeArchive(f"The archive member {member!r} is {reader.entries[member].file_size} bytes but "
+                                    f"the manifest says {meta['size']}; refused, nothing was changed.")
     _check_tables(name, m, metadata)
     file_members = files.file_members(m)
     files.check_layout(file_members)
-    file_bytes = sum(meta["size"] for meta in file_members.values())
+    file_bytes = file_members.total_bytes()
     if max_total_bytes is not None and file_bytes > max_total_bytes:
         raise InsufficientSpace(f"{name} would restore {file_bytes / 1e6:.0f} MB of files, over the configured limit "
                                 f"of {max_total_bytes / 1e6:.0f} MB; nothing was changed.")
@@ -575,9 +577,10 @@ def _check_manifest(reader, schema_revision, metadata, max_total_bytes, max_memb
 def _check_tables(name, manifest, metadata):
     known = {t.name: t for t in store_tables(metadata)}
     seen, used = set(), set()
+    database_members = _database_members(manifest)
     database_file = manifest.get("database")
     if database_file is not None:  # the database part is one SQLite file (sqlitefile); tables have no members
-        if database_file["member"] != sqlitefile.MEMBER or database_file["member"] not in manifest["members"] \
+        if database_file["member"] != sqlitefile.MEMBER or database_file["member"] not in database_members \
                 or not _has(manifest["parts"], "database"):
             raise ArchiveInvalid(f"{name}: its database file is not where its manifest says; nothing was changed.")
         used.add(database_file["member"])
@@ -604,7 +607,7 @@ def _check_tables(name, manifest, metadata):
         if "member" not in entry or "raw_bytes" not in entry:
             raise ArchiveInvalid(f"{name}: table {entry['name']!r} has no data member of its own; nothing was "
                                  "changed.")
-        if entry["member"] not in manifest["members"] or not entry["member"].startswith(DB_PREFIX) \
+        if not entry["member"].startswith(DB_PREFIX) or entry["member"] not in database_members \
                 or entry["member"] in used:
             raise ArchiveInvalid(f"{name}: table {entry['name']!r} has no data member of its own; nothing was "
                                  "changed.")
@@ -612,10 +615,18 @@ def _check_tables(name, manifest, metadata):
     if _has(manifest["parts"], "database") and seen != set(known):
         missing = sorted(set(known) - seen)
         raise ArchiveInvalid(f"{name} lacks table {missing[0]!r}; it is incomplete. Nothing was changed.")
-    unused = sorted(m for m in manifest["members"] if m.startswith(DB_PREFIX) and m not in used)
+    unused = sorted(m for m in database_members if m not in used)
     if unused:
         raise UnsafeArchive(f"{name} lists a member {unused[0]!r} that belongs to no table; refused, nothing was "
                             "changed.")
+
+
+def _database_members(manifest):
+    """{name: meta} of the database/ members (few): format 2 holds them apart, without walking the files."""
+    members = manifest["members"]
+    if hasattr(members, "database"):
+        return members.database()
+    return {name: meta for name, meta in members.items() if name.startswith(DB_PREFIX)}
 
 
 def _check_expansion(reader, entry):
@@ -822,12 +833,12 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
         if parts not in PARTS or not (parts == m["parts"] or m["parts"] == "both"):
             raise IncompatibleArchive(f"{reader.name} holds {m['parts']}; it cannot restore {parts}. Nothing was "
                                       "changed.")
-        staging_checks = set(files.file_members(m)) if _has(parts, "files") else set()
+        staging_checks = files.file_members(m) if _has(parts, "files") else set()
         # A SQLite database file is checked while the files are staged (both wait on different things).
         database_member = (m.get("database") or {}).get("member")
-        alongside = bool(database_member and staging_checks) and engine.dialect.name != "postgresql"
+        alongside = bool(database_member) and _has(parts, "files") and engine.dialect.name != "postgresql"
         if alongside:
-            staging_checks.add(database_member)
+            staging_checks = _CheckedLater(staging_checks, database_member)
         summary = _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report,
                            checked_later=staging_checks)
         swap = _has(parts, "database") and engine.dialect.name == "postgresql" and not keep_tables
@@ -870,6 +881,17 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
     return RestoreResult(parts=parts, row_counts=restored_counts if _has(parts, "database") else {},
                          file_count=summary.file_count if _has(parts, "files") else 0,
                          file_bytes=summary.file_bytes if _has(parts, "files") else 0)
+
+
+class _CheckedLater:
+    """The members a restore checks as it writes them, for ``_inspect``: the files (by their prefix, so no set of
+    every name) and the SQLite database file, checked beside the files' staging."""
+
+    def __init__(self, file_members, database_member):
+        self.file_members, self.database_member = file_members, database_member
+
+    def covers(self, name):
+        return name == self.database_member or self.file_members.covers(name)
 
 
 def _alongside(background, foreground, report):

@@ -184,7 +184,7 @@ def load_archive(path, scratch, *, signing_key, schema_revision, metadata, parts
         parts = parts or held
         if not (parts == held or held == "both"):
             raise TrialFailed(f"{reader.name} holds {held}; it cannot restore {parts}.")
-        staged_later = set(files.file_members(reader.manifest)) if _has(parts, "files") else set()
+        staged_later = files.file_members(reader.manifest) if _has(parts, "files") else set()
         try:
             summary = _inspect(reader, schema_revision, metadata, max_total_bytes, max_members, limits, report,
                                checked_later=staged_later)  # each file is checked as it is written, as a restore does

@@ -2,7 +2,9 @@
 
 Each case rewrites a real archive: it changes the members or the manifest, then signs the manifest
 again with the right key (unless the case is about the signature), so the checks that sit behind
-the signature are the ones exercised. Usable on its own:
+the signature are the ones exercised. ``read`` gives any archive in format 1's shape (a ``members``
+dict in the manifest) and ``write`` writes format 1, which the engine still reads; ``write_v2``
+writes the same members in format 2 (a signed reference to a ``members.tsv`` list). Usable on its own:
 
     python -m tests.snapshot.hostile VALID.zip OUT_DIR KEY     # writes one archive per case
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import zstandard
 
-from app.snapshot.container import MANIFEST, SIGNATURE, sign
+from app.snapshot.container import MANIFEST, MEMBER_LIST, SIGNATURE, sign
 from app.snapshot.operations import DEFAULT_MAX_MEMBERS
 from bench.hostile_zip import write_many_entries
 
@@ -34,15 +36,41 @@ class Member:
 
 
 def read(path):
-    """The members (manifest and signature left out) and the manifest of an archive."""
+    """The members (manifest, signature and member list left out) and the manifest of an archive, in format 1's
+    shape: a format-2 manifest gets its ``members`` dict back from the list, and format_version 1."""
     with zipfile.ZipFile(path) as z:
         manifest = json.loads(z.read(MANIFEST))
         members = [Member(i.filename, z.read(i), i.external_attr >> 16, i.compress_type)
-                   for i in z.infolist() if i.filename not in (MANIFEST, SIGNATURE)]
+                   for i in z.infolist() if i.filename not in (MANIFEST, SIGNATURE, MEMBER_LIST)]
+        if manifest.get("format_version") == 2:
+            listed_members = {}
+            for line in z.read(MEMBER_LIST).decode().splitlines():
+                sha, size, name = line.split("\t")
+                listed_members[name] = {"size": int(size), "sha256": sha}
+            manifest["members"], manifest["format_version"] = listed_members, 1
     return members, manifest
 
 
+def member_list(members, manifest):
+    """Format 2's list for ``members`` (in their order) as the manifest's dict describes them."""
+    return "".join(f"{manifest['members'][m.name]['sha256']}\t{manifest['members'][m.name]['size']}\t{m.name}\n"
+                   for m in members if m.name in manifest["members"]).encode()
+
+
+def write_v2(path, members, manifest, key, list_data=None, reference=None):
+    """Format 2: the members, ``members.tsv`` (``list_data``, or made by ``member_list``), then the manifest whose
+    ``members`` refers to the list (``reference`` overrides any of its fields), signed, and the signature."""
+    data = member_list(members, manifest) if list_data is None else list_data
+    listing = {"list": MEMBER_LIST, "count": data.count(b"\n"), "bytes": len(data),
+               "sha256": hashlib.sha256(data).hexdigest(), **(reference or {})}
+    return write(path, members + [Member(MEMBER_LIST, data)], {**manifest, "format_version": 2, "members": listing},
+                 key)
+
+
 def write(path, members, manifest, key, signature=None):
+    if "database" in manifest and manifest.get("format_version") == 1 and signature is None:
+        # A SQLite database file exists only in format 2 (which ``read`` gives back in format 1's shape).
+        return write_v2(path, members, manifest, key)
     data = json.dumps(manifest, indent=1, sort_keys=True).encode()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zipfile warns about the duplicate names some cases want

@@ -66,7 +66,8 @@ def test_the_manifest_schema_is_a_valid_draft_2020_12_schema():
 def test_every_manifest_the_engine_writes_fits_the_schema(sqlite_store, kind, parts):
     archive = sqlite_store.create(kind, parts, label="Before the sale" if kind == "backup" else None)
     with Reader(archive, sqlite_store.key) as reader:
-        assert list(Draft202012Validator(manifest.SCHEMA).iter_errors(reader.manifest)) == []
+        assert reader.signed_manifest["format_version"] == manifest.FORMAT_VERSION == 2
+        assert list(Draft202012Validator(manifest.SCHEMA).iter_errors(reader.signed_manifest)) == []
 
 
 # --- table data ---------------------------------------------------------------------------------------------------

@@ -165,9 +165,9 @@ def test_archives_of_every_shape_open_in_zipfile_and_unzip_would_agree(sqlite_st
         with zipfile.ZipFile(archive) as z:
             assert z.testzip() is None
             names = z.namelist()
-        assert names[-2:] == ["manifest.json", "manifest.sig"]
+        assert names[-3:] == ["members.tsv", "manifest.json", "manifest.sig"]
         with Reader(archive, sqlite_store.key) as reader:
-            assert set(reader.manifest["members"]) == set(names[:-2])
+            assert list(reader.manifest["members"]) == names[:-3]
         if parts != "database":
             assert "files/ünïcödé näme.txt" in names
 
@@ -178,21 +178,22 @@ def test_a_writer_of_more_than_65535_members_writes_zip64_end_records(tmp_path):
     writer = container.Writer(path)
     count = 70_000
     for i in range(count):
-        with writer.member(f"files/{i // 1000}/{i}.txt") as out:
+        with writer.member(f"files/{i // 1000:02d}/{i:05d}.txt") as out:  # in name order, as format 2 wants
             out.write(b"%d" % i)
     writer.finish({"format": "store-snapshot"}, "key")
     writer.verify("key")
     data = path.read_bytes()
     assert b"PK\x06\x06" in data[-200:] and b"PK\x06\x07" in data[-200:]
     with zipfile.ZipFile(path) as z:
-        assert len(z.infolist()) == count + 2 and z.read("files/69/69999.txt") == b"69999"
-        assert len(json.loads(z.read("manifest.json"))["members"]) == count
+        assert len(z.infolist()) == count + 3 and z.read("files/69/69999.txt") == b"69999"
+        assert json.loads(z.read("manifest.json"))["members"]["count"] == count
+        assert z.read("members.tsv").count(b"\n") == count
     reader = Reader.__new__(Reader)  # the reader's own end-record parser agrees
     reader.path, reader.name, reader.max_members = path, path.name, None
     reader.fd = os.open(path, os.O_RDONLY)
     try:
         reader.size = len(data)
-        assert reader._end_records()[0] == count + 2
+        assert reader._end_records()[0] == count + 3
     finally:
         reader.close()
 
@@ -208,10 +209,10 @@ def test_sizes_and_offsets_past_zip64_limits_round_trip_through_the_reader():
             (offset, size, size, 0x1234, "files/é")
 
 
-def test_a_snapshot_api_user_still_gets_a_v1_archive_an_old_reader_accepts(sqlite_store):
+def test_a_snapshot_api_user_gets_a_v2_archive_whose_members_read_as_before(sqlite_store):
     archive = sqlite_store.create("backup", "both")
     with Reader(archive, sqlite_store.key) as reader:
-        assert reader.manifest["format_version"] == 1
+        assert reader.manifest["format_version"] == 2
         for name, meta in reader.manifest["members"].items():
             assert reader.entries[name].file_size == meta["size"]
     assert snapshot.inspect_archive(archive, signing_key=sqlite_store.key, schema_revision=sqlite_store.revision,

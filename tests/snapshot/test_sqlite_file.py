@@ -306,3 +306,16 @@ def test_a_checksum_break_in_the_file_is_refused(sqlite_store, valid, tmp_path):
     path = hostile.write(tmp_path / "flipped.zip", members, manifest, sqlite_store.key)
     assert_refused(sqlite_store, path, Case(ArchiveInvalid, "checksum|corrupt", "inspect"))
     assert hashlib.sha256(member.data).hexdigest() != manifest["members"][sqlitefile.MEMBER]["sha256"]
+
+
+def test_a_database_file_in_a_format_1_manifest_is_refused(sqlite_store, valid, tmp_path):
+    """Format 1 never held a database file: such a manifest is not one this application wrote."""
+    import json
+
+    from app.snapshot.container import sign
+
+    members, manifest = hostile.read(valid)  # format 1's shape, with the database object
+    data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    path = hostile.write(tmp_path / "v1.zip", members, manifest, sqlite_store.key,
+                         signature=sign(data, sqlite_store.key))
+    assert_refused(sqlite_store, path, Case(ArchiveInvalid, "database is not a known field", "inspect"))
