@@ -605,14 +605,15 @@ class Reader:
 
     # --- members ---------------------------------------------------------------------------------------------------
 
-    def open(self, name, expected_size, entry=None):
+    def open(self, name, expected_size, entry=None, check_crc=True):
         """A member's data, refused if its declared size disagrees with the manifest's. ``entry``: its directory
-        entry, when the caller has it from ``iter_members`` (a format-2 name lookup walks the checked list)."""
+        entry, when the caller has it from ``iter_members`` (a format-2 name lookup walks the checked list).
+        ``check_crc=False``: the caller checks the member's SHA-256 (the signed manifest's), which says more."""
         info = entry if entry is not None else self.entries[name]
         if info.file_size != expected_size:
             raise UnsafeArchive(f"The archive member {name!r} is {info.file_size} bytes but the manifest says "
                                 f"{expected_size}; it was refused and nothing was changed.")
-        return _MemberReader(self, info)
+        return _MemberReader(self, info, check_crc)
 
     def close(self):
         if self.fd is not None:
@@ -780,8 +781,8 @@ READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
 class _MemberReader:
     """A STORED member's bytes, read by offset; at its end the CRC must match, or the archive is damaged."""
 
-    def __init__(self, reader, info):
-        self.reader, self.info = reader, info
+    def __init__(self, reader, info, check_crc=True):
+        self.reader, self.info, self.check_crc = reader, info, check_crc
         self.position, self.end = info.data_offset, info.data_offset + info.file_size
         self.crc = 0
 
@@ -797,9 +798,10 @@ class _MemberReader:
         if len(data) != size:
             raise self._damaged("the file ended early")
         self.position += size
-        self.crc = zlib.crc32(data, self.crc)
-        if self.position == self.end and self.crc != self.info.CRC:
-            raise self._damaged("a CRC mismatch")
+        if self.check_crc:
+            self.crc = zlib.crc32(data, self.crc)
+            if self.position == self.end and self.crc != self.info.CRC:
+                raise self._damaged("a CRC mismatch")
         return data
 
     def _damaged(self, reason):

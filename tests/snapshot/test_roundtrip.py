@@ -287,3 +287,17 @@ def test_read_table_gives_an_archives_rows_by_column(sqlite_store):
     with sqlite_store.engine.connect() as c:
         live = {r.email: r.role for r in c.execute(sa.select(metadata().tables["users"]))}
     assert {row["email"]: row["role"] for row in rows} == live
+
+
+def test_the_staged_files_are_on_disk_before_they_are_swapped_in(sqlite_store, monkeypatch):
+    """No fsync per file: one sync of the file system once every file is written, before the swap."""
+    from app.snapshot import files
+
+    events = []
+    real_sync, real_swap = files.sync_filesystem, files.StagedFiles.swap_in
+    monkeypatch.setattr(files, "sync_filesystem", lambda path: events.append(("sync", str(path))) or real_sync(path))
+    monkeypatch.setattr(files.StagedFiles, "swap_in",
+                        lambda self: events.append(("swap", str(self.staging))) or real_swap(self))
+    archive = sqlite_store.create("backup", "files")
+    sqlite_store.restore(archive, "files")
+    assert [kind for kind, _ in events] == ["sync", "swap"] and events[0][1] == events[1][1]
