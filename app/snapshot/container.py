@@ -633,6 +633,25 @@ def _shown(name):
     return repr(name if len(name) <= 120 else name[:100] + "…")
 
 
+class _RecordBlock:
+    """The complete records in ``data`` (fixed fields by ``layout``, the last one a name's length, then the name),
+    as the fixed fields with the name's bytes in place of its length; ``rest`` is what is left of an incomplete
+    record at the end (to be completed by the next block)."""
+
+    def __init__(self, data, layout):
+        self.data, self.layout, self.rest = data, layout, data
+
+    def __iter__(self):
+        data, at, unpack, fixed = self.data, 0, self.layout.unpack_from, self.layout.size
+        while at + fixed <= len(data):
+            *fields, length = unpack(data, at)
+            if at + fixed + length > len(data):
+                break
+            yield (*fields, data[at + fixed:at + fixed + length])
+            at += fixed + length
+        self.rest = data[at:]
+
+
 _CHECKED = struct.Struct("<QQQL32sH")  # header offset, data offset, size, CRC, SHA-256, name length; then the name
 
 
@@ -675,19 +694,15 @@ class _Checked:
 
     @staticmethod
     def _parse(data):
-        at, unpack, fixed = 0, _CHECKED.unpack_from, _CHECKED.size
-        while at + fixed <= len(data):
-            header_offset, data_offset, size, crc, digest, length = unpack(data, at)
-            if at + fixed + length > len(data):
-                break
+        parsed = _RecordBlock(data, _CHECKED)
+        for header_offset, data_offset, size, crc, digest, name in parsed:
             entry = Entry()
-            entry.filename = data[at + fixed:at + fixed + length].decode("utf-8")
+            entry.filename = name.decode("utf-8")
             entry.raw_name, entry.flag_bits, entry.compress_type, entry.external_attr = None, 0, zipfile.ZIP_STORED, 0
             entry.CRC, entry.compress_size, entry.file_size = crc, size, size
             entry.header_offset, entry.data_offset = header_offset, data_offset
             yield entry, digest
-            at += fixed + length
-        return data[at:]
+        return parsed.rest
 
     def close(self):
         if self.file is not None:
@@ -910,14 +925,9 @@ class _Records:
 
     @staticmethod
     def _parse(data):
-        at, unpack, fixed = 0, _RECORD.unpack_from, _RECORD.size
-        while at + fixed <= len(data):
-            offset, size, crc, sha, flags, length = unpack(data, at)
-            if at + fixed + length > len(data):
-                break
-            yield offset, size, crc, sha, flags, data[at + fixed:at + fixed + length]
-            at += fixed + length
-        return data[at:]
+        parsed = _RecordBlock(data, _RECORD)
+        yield from parsed
+        return parsed.rest
 
     def close(self):
         if self.spill is not None:
