@@ -11,9 +11,11 @@ writes the same members in format 2 (a signed reference to a ``members.tsv`` lis
 import hashlib
 import json
 import random
+import sqlite3
 import stat
 import struct
 import sys
+import tempfile
 import warnings
 import zipfile
 import zlib
@@ -124,9 +126,6 @@ def add_row(members, manifest, table, make_line):
         set_table_data(members, manifest, table, raw + b"\t".join(line[c] for c in columns) + b"\n",
                        rows=entry["rows"] + 1)
         return
-    import sqlite3
-    import tempfile
-
     member = next(m for m in members if m.name == manifest["database"]["member"])
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "store.db"
