@@ -407,7 +407,7 @@ class Reader:
                                 "(it was altered or damaged)")
         sha = hashlib.sha256()  # hashed again as it is parsed: a file changed in between is caught at the end
         lines = self._list_lines(list_entry, sha)
-        self._checked = checked = _Checked()
+        self._checked = checked = _Checked(self.path.parent)
         tallies = {DATABASE_PREFIX: [0, 0], FILES_PREFIX: [0, 0]}
         previous, previous_end, previous_file, previous_key = None, 0, None, None
         for index, entry in enumerate(self._records(count, cd_offset, cd_size, LIST_BLOCK)):
@@ -656,11 +656,13 @@ _CHECKED = struct.Struct("<QQQL32sH")  # header offset, data offset, size, CRC, 
 
 
 class _Checked:
-    """The members a format-2 reader checked, in archive order, in an anonymous temporary file (in the system's
-    temporary folder): ~100 bytes a member on disk, a block in memory. Read back by offset, so two walks of it
-    (a restore's check and its staging thread) never disturb each other."""
+    """The members a format-2 reader checked, in archive order, in an anonymous temporary file beside the archive
+    (the system's temporary folder, often memory, only when that folder is not writable): ~100 bytes a member on
+    disk, a block in memory. Read back by offset, so two walks of it (a restore's check and its staging thread)
+    never disturb each other."""
 
-    def __init__(self):
+    def __init__(self, folder=None):
+        self.folder = folder
         self.file, self.buffer, self.size = None, bytearray(), 0
 
     def add(self, entry, digest, name):
@@ -673,7 +675,10 @@ class _Checked:
 
     def _spill(self):
         if self.file is None:
-            self.file = tempfile.TemporaryFile()
+            try:
+                self.file = tempfile.TemporaryFile(dir=self.folder)
+            except OSError:
+                self.file = tempfile.TemporaryFile()
         os.pwrite(self.file.fileno(), self.buffer, self.size)
         self.size += len(self.buffer)
         self.buffer = bytearray()

@@ -8,19 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from app.snapshot import journal
-from app.snapshot.container import check_member_name
+from app.snapshot.container import check_member_name, name_key
 from app.snapshot.errors import ArchiveInvalid, InsufficientSpace, RestoreFailed, UnsafeArchive
 
 PREFIX = "files/"
 CHUNK = 1024 * 1024
 FREE_SPACE_MARGIN = 64 * 1024 * 1024
-
-
-def name_key(name):
-    """The order of member names in an archive (format 2): bytewise, with "/" below every other byte, i.e. path
-    component by component. In this order a folder's contents come right after the folder's own name, so a
-    file and a folder of the same name are neighbours; names cannot hold NUL or other control characters."""
-    return name.encode("utf-8").replace(b"/", b"\x00")
 
 
 def _sorted_entries(folder):

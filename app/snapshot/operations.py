@@ -99,6 +99,7 @@ def create_archive(*, engine, metadata, uploads_dir, backups_dir, signing_key, s
     backups = Path(backups_dir)
     backups.mkdir(mode=0o700, parents=True, exist_ok=True)
     _remove_stale_parts(backups)
+    sqlitefile.remove_stale(backups)
     name = container.archive_name(store_name, kind, parts)
     final = backups / name
     temp = backups / f".{name}.part"
@@ -871,7 +872,7 @@ def restore_archive(path, *, engine, metadata, uploads_dir, signing_key, schema_
                         staged.swap_in()
         except BaseException:
             if staged is not None:
-                staged.undo()
+                _settle(staged, engine, uploads_dir)
             raise
     if staged is not None:
         staged.commit()  # the old tree goes once the store is back (after maintenance), not inside it
@@ -892,6 +893,22 @@ class _CheckedLater:
 
     def covers(self, name):
         return name == self.database_member or self.file_members.covers(name)
+
+
+def _settle(staged, engine, uploads_dir):
+    """A restore that raised: undo the files, unless the rows committed with the marker before the error (a
+    progress report or the end of maintenance can fail after the commit): then the new files stay. When that
+    cannot be known (the database is gone), the journal is left for the next recovery, which decides."""
+    if staged.swapped:
+        try:
+            committed = journal.committed(engine, staged.token)
+        except Exception:
+            return
+        if committed:
+            staged.commit()
+            journal.tidy(uploads_dir, engine)
+            return
+    staged.undo()
 
 
 def _alongside(background, foreground, report):
@@ -978,6 +995,7 @@ def _restore_by_swap(reader, engine, metadata, staged, stage, report, limits, ma
     with engine.begin() as connection:
         connection.exec_driver_sql(f'CREATE SCHEMA "{new_schema}"')
     side = sa.create_engine(database.with_search_path(engine.url, new_schema), poolclass=sa.pool.NullPool)
+    committed = False
     try:
         with side.begin() as connection:
             build(connection)
@@ -993,12 +1011,15 @@ def _restore_by_swap(reader, engine, metadata, staged, stage, report, limits, ma
                     staged.swap_in()
                 report("commit", done, total, "rows", "Committing", force=True)
                 transaction.commit()
+                committed = True
             except BaseException:
                 _roll_back(transaction)
                 raise
     except SnapshotError:
         raise
     except Exception as error:
+        if committed:  # after the commit (leaving maintenance, say): the store is the restored one; say what failed
+            raise
         raise RestoreFailed(f"Loading the database failed ({type(error).__name__}: {_first_line(error)}); "
                             "everything was rolled back and the store is unchanged.") from error
     finally:

@@ -26,7 +26,9 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 import weakref
+from pathlib import Path
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -44,14 +46,21 @@ MAX_EXPANSION = 200
 # The engine's own tables the file may hold besides the store's: Alembic's revision and SQLite's AUTOINCREMENT
 # counters. Statistics (sqlite_stat*) and the restore marker are left out of every copy this code makes.
 REVISION_TABLE = "alembic_version"
-ALLOWED_INTERNAL = {"sqlite_sequence"}
+ALLOWED_INTERNAL = {"sqlite_sequence": "CREATE TABLE sqlite_sequence(name,seq)"}
 # Storage classes a value may have in a column of each portable type, as SQLAlchemy writes them on SQLite.
 STORAGE = {
     "integer": ("integer",), "boolean": ("integer",), "float": ("real", "integer"),
     "numeric": ("integer", "real", "text"), "timestamp": ("text",), "date": ("text",), "json": ("text",),
     "text": ("text",),
 }
+# Text that SQLite itself can tell is not what a column holds (no datetime in a timestamp, no JSON in a JSON column).
+TEXT_FORMS = {"timestamp": "datetime({}) IS NULL", "date": "date({}) IS NULL", "json": "NOT json_valid({})"}
 HEADER = b"SQLite format 3\x00"
+# The checked copy beside the archive: not ".part" (the sweep of stale partial archives would take a copy a long
+# restore still needs); a copy a killed process left is removed by ``remove_stale`` after a day.
+CHECKED_SUFFIX = ".sqlite-check"
+STALE_SECONDS = 24 * 3600
+HEADER_SETTINGS = ("page_size", "encoding", "user_version", "application_id", "auto_vacuum")
 STEP_PAGES = 4096  # pages copied between two progress events of a restore
 CHECK_CONNECTIONS = 2  # connections checking a file's contents at once
 
@@ -77,7 +86,7 @@ def dump(sink, engine, tables, report, marker_table):
             target = sqlite3.connect(temp, isolation_level=None)
             try:
                 source.backup(target)  # one step: a consistent copy, whatever other connections write meanwhile
-                keep = {t.name for t in tables} | {REVISION_TABLE} | ALLOWED_INTERNAL
+                keep = {t.name for t in tables} | {REVISION_TABLE} | set(ALLOWED_INTERNAL)
                 extra = [name for kind, name in target.execute("SELECT type, name FROM sqlite_master")
                          if kind == "table" and name not in keep and not name.startswith("sqlite_")]
                 for kind, name in target.execute("SELECT type, name FROM sqlite_master").fetchall():
@@ -143,7 +152,11 @@ def check(reader, tables, report, progress, limits, thorough=True):
     if free < raw_bytes + 64 * 1024 * 1024:
         raise InsufficientSpace(f"Checking this archive needs {raw_bytes / 1e6:.0f} MB free beside it for its "
                                 f"database; {free / 1e6:.0f} MB are free. Nothing was changed.")
-    fd, temp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".sqlite.part")
+    try:
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=".", suffix=CHECKED_SUFFIX)
+    except OSError as error:
+        raise SnapshotError(f"The archive's database file cannot be unpacked beside it for its checks "
+                            f"({error.strerror or error}); nothing was changed.") from None
     finalizer = weakref.finalize(reader, _remove, temp)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -158,6 +171,17 @@ def check(reader, tables, report, progress, limits, thorough=True):
         raise
     _COPIES[reader] = (temp, thorough)
     return temp
+
+
+def remove_stale(folder, older_than=STALE_SECONDS):
+    """Checked copies a killed process left in ``folder``."""
+    now = time.time()
+    for path in Path(folder).glob(f".*{CHECKED_SUFFIX}"):
+        try:
+            if path.is_file() and not path.is_symlink() and now - path.stat().st_mtime > older_than:
+                path.unlink()
+        except OSError:
+            pass
 
 
 def _remove(path):
@@ -239,7 +263,8 @@ def _check_shape(path, info, tables, limits):
         header = f.read(100)
     if len(header) < 100 or not header.startswith(HEADER):
         raise ArchiveInvalid("The archive's database part is not a SQLite database file; nothing was changed.")
-    page_size = int.from_bytes(header[16:18], "big") or 65536
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size  # the header stores 64 KiB as 1
     if header[18:20] != b"\x01\x01":
         raise _bad("is not in the rollback-journal form this application writes")
     if page_size != info["page_size"]:
@@ -264,8 +289,7 @@ def _check_contents(path, tables, manifest, limits):
     tasks = [_check_integrity, _check_keys] + [
         (lambda c, t=t: _check_table(c, t, declared[t.name]))
         for t in sorted(tables, key=lambda t: -declared[t.name]["rows"])]
-    errors, lock = [], threading.Lock()
-    connections = [open_readonly(path, limits[1] if limits else None) for _ in range(CHECK_CONNECTIONS)]
+    errors, lock, connections = [], threading.Lock(), []
 
     def work(connection):
         while not errors:
@@ -280,8 +304,11 @@ def _check_contents(path, tables, manifest, limits):
                 for each in connections:  # the other checks need not finish
                     each.interrupt()
 
-    threads = [threading.Thread(target=work, args=(c,), name="snapshot-check", daemon=True) for c in connections]
+    threads = []
     try:
+        for _ in range(CHECK_CONNECTIONS):
+            connections.append(open_readonly(path, limits[1] if limits else None))
+        threads = [threading.Thread(target=work, args=(c,), name="snapshot-check", daemon=True) for c in connections]
         for thread in threads:
             thread.start()
     finally:
@@ -351,7 +378,10 @@ def _check_schema(connection, tables):
         if kind == "table":
             if name not in expected and name != REVISION_TABLE and name not in ALLOWED_INTERNAL:
                 raise _bad(f"holds a table {name[:100]!r} that is not one of this application's")
-            if name not in ALLOWED_INTERNAL and not str(statement or "").upper().startswith("CREATE TABLE"):
+            if name in ALLOWED_INTERNAL:
+                if statement != ALLOWED_INTERNAL[name]:
+                    raise _bad(f"holds a table {name!r} that is not SQLite's own")
+            elif not str(statement or "").upper().startswith("CREATE TABLE"):
                 raise _bad(f"holds a virtual or unusual table {name[:100]!r}")  # its module's code would run
             found.add(name)
         elif kind == "index":
@@ -372,13 +402,17 @@ def _check_schema(connection, tables):
 
 
 def _check_table(connection, table, entry):
-    """Row count and every value's storage class, in one pass over the table."""
+    """Row count, every value's storage class, and the text of timestamps, dates and JSON (what the app would
+    fail to read), in one pass over the table."""
     tests = []
     for column in table.columns:
         tag = tablecodec.type_tag(column.type)
         classes = STORAGE.get(tag.split("(")[0], ("text",))
         allowed = ", ".join(f"'{c}'" for c in classes + ("null",))
-        tests.append(f"typeof({_quote(column.name)}) NOT IN ({allowed})")
+        name = _quote(column.name)
+        tests.append(f"typeof({name}) NOT IN ({allowed})")
+        if tag in TEXT_FORMS:
+            tests.append(f"({name} IS NOT NULL AND {TEXT_FORMS[tag].format(name)})")
     wrong = " OR ".join(tests) or "0"
     rows, bad = connection.execute(
         f"SELECT count(*), count(CASE WHEN {wrong} THEN 1 END) FROM {_quote(table.name)}").fetchone()
@@ -420,9 +454,13 @@ def table_chunks(reader, entry, table_columns, limits):
 # --- restoring the file into a SQLite store ----------------------------------------------------------------------
 
 def _schema_rows(connection, skip):
-    return sorted(tuple(row) for row in connection.execute(
-        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+    """Every object of the schema (SQLite's own indexes and sequence table too), statistics aside, and the header
+    settings that come with the pages."""
+    rows = sorted(tuple(row) for row in connection.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_stat%' ESCAPE '\\'")
         if row[1] not in skip and row[2] not in skip)
+    settings = tuple(connection.execute(f"PRAGMA {name}").fetchone()[0] for name in HEADER_SETTINGS)
+    return rows, settings
 
 
 def same_schema(reader, engine, marker_table):
@@ -432,14 +470,12 @@ def same_schema(reader, engine, marker_table):
         return False
     with engine.connect() as live:
         raw = live.connection.driver_connection
-        live_rows = _schema_rows(raw, {marker_table})
-        live_page = raw.execute("PRAGMA page_size").fetchone()[0]
+        live_schema = _schema_rows(raw, {marker_table})
         if raw.in_transaction:
             raw.rollback()
     copy = open_readonly(copy_of(reader))
     try:
-        return live_page == reader.manifest["database"]["page_size"] and \
-            _schema_rows(copy, {marker_table}) == live_rows
+        return _schema_rows(copy, {marker_table}) == live_schema
     finally:
         copy.close()
 
@@ -448,12 +484,20 @@ def restore(reader, engine, staged, maintenance, report, mark_committed):
     """Copy the checked file's pages into the live store in one transaction. With files, the commit marker is
     written into a private copy first, so it commits with the rows; the files are swapped in just before."""
     source_path = copy_of(reader)
-    side = sa.create_engine(f"sqlite:///{source_path}", poolclass=sa.pool.NullPool)
+    if os.path.getsize(source_path) != reader.manifest["database"]["raw_bytes"]:
+        raise RestoreFailed("The checked copy of the archive's database changed before it was used; nothing was "
+                            "changed.")
+    # mode=rw: a copy that is gone is an error, never a new empty database.
+    side = sa.create_engine("sqlite://", poolclass=sa.pool.NullPool, creator=lambda: sqlite3.connect(
+        f"file:{quote(str(source_path))}?mode=rw", uri=True, check_same_thread=False))
     try:
         with side.begin() as connection, engine.connect() as live:
             _keep_revision(live, connection)
             if staged is not None:
                 mark_committed(connection, staged.token)
+    except sa.exc.SQLAlchemyError as error:
+        raise RestoreFailed(f"Preparing the restored database failed ({_first_line(error)}); nothing was "
+                            "changed.") from error
     finally:
         side.dispose()
     source = sqlite3.connect(f"file:{quote(str(source_path))}?mode=ro", uri=True, isolation_level=None)
@@ -475,6 +519,8 @@ def restore(reader, engine, staged, maintenance, report, mark_committed):
                         report("commit", done, total, "pages", "Committing", force=True)
 
                 def copied(status, remaining, pages):
+                    if remaining == 0:  # called once more after the last step, which has committed: nothing to say
+                        return
                     report("load", pages - remaining, pages, "pages", "Copying the restored database into place")
                     if remaining <= STEP_PAGES:
                         commit_next(pages - remaining)
@@ -488,7 +534,10 @@ def restore(reader, engine, staged, maintenance, report, mark_committed):
                 # to the last: all of it, or none. The source is a private file nobody else writes.
                 source.backup(target, pages=STEP_PAGES, progress=copied)
             finally:
-                target.execute(f"PRAGMA wal_autocheckpoint = {int(checkpoint)}")
+                try:
+                    target.execute(f"PRAGMA wal_autocheckpoint = {int(checkpoint)}")
+                except sqlite3.Error:  # the pooled connection's setting only; the outcome above stands
+                    pass
     except SnapshotError:
         raise
     except sqlite3.Error as error:

@@ -301,3 +301,25 @@ def test_the_staged_files_are_on_disk_before_they_are_swapped_in(sqlite_store, m
     archive = sqlite_store.create("backup", "files")
     sqlite_store.restore(archive, "files")
     assert [kind for kind, _ in events] == ["sync", "swap"] and events[0][1] == events[1][1]
+
+
+@pytest.mark.parametrize("store_name", ["sqlite_store", "pg_store"])
+def test_an_error_after_the_commit_keeps_the_restored_files(store_name, request):
+    """Leaving maintenance fails after the rows (and the marker) committed: the restored files stay with the
+    restored rows, never the old files with the new rows; the error is still reported."""
+    from contextlib import contextmanager
+
+    store = request.getfixturevalue(store_name)
+    expected = store.state()
+    archive = store.create("backup", "both")
+    damage(store.engine, store.uploads)
+
+    @contextmanager
+    def maintenance():
+        yield
+        raise RuntimeError("the maintenance flag could not be cleared")
+
+    with pytest.raises(RuntimeError, match="maintenance flag"):
+        store.restore(archive, "both", maintenance=maintenance)
+    assert store.state() == expected
+    assert not [p for p in store.uploads.parent.iterdir() if p.name.startswith(".uploads")]

@@ -70,7 +70,7 @@ def test_a_sqlite_backup_holds_the_database_file_and_restores_it_page_for_page(s
     result = sqlite_store.restore(archive, "both")
     assert sqlite_store.state() == before
     assert result.row_counts == {k: len(v) for k, v in before[0].items()}
-    assert not list(sqlite_store.backups.glob(".*.part"))  # the checked copy is gone once the restore is done
+    assert not list(sqlite_store.backups.glob(f".*{sqlitefile.CHECKED_SUFFIX}"))  # the checked copy is gone
 
 
 def test_the_store_keeps_its_own_migration_revision(sqlite_store):
@@ -112,31 +112,33 @@ def test_other_connections_see_the_restored_store(sqlite_store, tmp_path):
         assert c.scalar(sa.select(orders.c.status).where(orders.c.id == 1)) == "refunded"
 
 
-def test_a_process_reading_during_the_restore_never_sees_a_mix(sqlite_store):
-    """Another process counts orders and order lines in one read transaction, in a loop, while the restore runs:
-    every count it sees is the old store's or the restored one's."""
+def test_a_process_reading_during_the_restore_never_sees_a_mix(sqlite_store, monkeypatch):
+    """Another process counts orders and order lines in one read transaction, in a loop, while the pages are
+    copied one per step: it sees the old store, then the restored one, never anything between."""
+    monkeypatch.setattr(sqlitefile, "STEP_PAGES", 1)
     archive = sqlite_store.create("backup", "database")
     full = sqlite_store.state()[0]
     damage(sqlite_store.engine, sqlite_store.uploads)
     damaged = sqlite_store.state()[0]
     watcher = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sqlite3, sys, time
-        c = sqlite3.connect({str(sqlite_store.engine.url.database)!r}, timeout=30)
-        seen = set()
+        import sqlite3, time
+        c = sqlite3.connect({str(sqlite_store.engine.url.database)!r}, timeout=30, isolation_level=None)
+        seen = []
         end = time.monotonic() + 60
-        while time.monotonic() < end:
+        while time.monotonic() < end and len(set(seen)) < 2:
             c.execute("BEGIN")
-            seen.add(c.execute("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_lines)").fetchone())
+            seen.append(c.execute("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_lines)").fetchone())
             c.execute("COMMIT")
-            if len(seen) > 1:
-                break
-        print(sorted(seen))
+            if len(seen) == 1:
+                print("ready", flush=True)
+        print(sorted(set(seen)), flush=True)
     """)], stdout=subprocess.PIPE, text=True)
+    assert watcher.stdout.readline().strip() == "ready"
     sqlite_store.restore(archive, "database")
     out, _ = watcher.communicate(timeout=90)
-    seen = set(eval(out))
-    allowed = {(len(damaged["orders"]), len(damaged["order_lines"])), (len(full["orders"]), len(full["order_lines"]))}
-    assert seen <= allowed and seen
+    old = (len(damaged["orders"]), len(damaged["order_lines"]))
+    new = (len(full["orders"]), len(full["order_lines"]))
+    assert set(eval(out)) == {old, new}  # both seen, and nothing else
 
 
 def test_a_store_of_another_schema_gets_the_rows(sqlite_store, monkeypatch):
@@ -210,6 +212,12 @@ HOSTILE = {
                        "Table cart_lines: the archive declares"),
     "wrong_storage_class": (sql("UPDATE orders SET placed_at = 12345 WHERE id = 3"), UnsafeArchive,
                             "value of the wrong type"),
+    "not_a_timestamp": (sql("UPDATE orders SET placed_at = 'yesterday' WHERE id = 3"), UnsafeArchive,
+                        "value of the wrong type"),
+    "sequence_table_not_sqlites": (sql("CREATE TABLE seqx (name, seq, note)", "PRAGMA writable_schema = ON",
+                                       "UPDATE sqlite_master SET name = 'sqlite_sequence', tbl_name = 'sqlite_sequence' "
+                                       "WHERE name = 'seqx'"),
+                                   (UnsafeArchive, ArchiveInvalid), "is not SQLite.s own|cannot be read|damaged"),
     "wal_header": (lambda p: p.read_bytes()[:18] + b"\x02\x02" + p.read_bytes()[20:], UnsafeArchive,
                    "rollback-journal form"),
     "not_sqlite": (lambda p: b"#!/bin/sh\nrm -rf /\n" * 100, ArchiveInvalid, "not a SQLite database file"),
@@ -256,11 +264,28 @@ def _index_out_of_step(path):
     c.close()
 
 
-def test_every_hostile_file_is_refused_and_changes_nothing(sqlite_store, valid, tmp_path):
-    for name, (change, error, match) in sorted(HOSTILE.items()):
-        path = with_file(sqlite_store, valid, tmp_path, change, name)
-        assert_refused(sqlite_store, path, Case(error, match, "inspect"))
-        assert not list(tmp_path.glob(".*.part")), name  # the copy made for the checks is removed
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_a_hostile_file_is_refused_and_changes_nothing(sqlite_store, valid, tmp_path, name):
+    change, error, match = HOSTILE[name]
+    path = with_file(sqlite_store, valid, tmp_path, change, name)
+    assert_refused(sqlite_store, path, Case(error, match, "inspect"))
+    assert not list(tmp_path.glob(f".*{sqlitefile.CHECKED_SUFFIX}"))  # the copy made for the checks is removed
+
+
+def test_a_file_with_64_kib_pages_passes_its_checks(tmp_path):
+    """SQLite writes a page size of 65536 as 1 in the header."""
+    path = tmp_path / "big-pages.db"
+    with sqlite3.connect(path) as c:
+        c.execute("PRAGMA page_size = 65536")
+        c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        c.execute("DROP TABLE t")
+    c.close()
+    with sqlite3.connect(path) as c:
+        assert c.execute("PRAGMA page_size").fetchone()[0] == 65536
+    c.close()
+    sqlitefile._check_shape(path, {"page_size": 65536}, [], None)  # no error
+    with pytest.raises(UnsafeArchive, match="pages of 65536 bytes"):
+        sqlitefile._check_shape(path, {"page_size": 4096}, [], None)
 
 
 @pytest.mark.parametrize("case, error, match", [
