@@ -1,4 +1,5 @@
 """The files part: pack the uploads folder, and restore it through a staging folder and renames."""
+import ctypes
 import hashlib
 import os
 import secrets
@@ -232,8 +233,6 @@ def sync_filesystem(path):
 
 def _find_syncfs():
     try:
-        import ctypes
-
         return ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
         return None
