@@ -33,11 +33,18 @@ def login():
 
 
 def _recent_restore():
-    """When a restore just ended every session, the login page says why the user is here."""
-    return db.session.scalar(
-        db.select(JobRun.ended_at).where(JobRun.kind == "restore", JobRun.state == "finished",
-                                         JobRun.ended_at > utcnow() - timedelta(minutes=15))
-        .order_by(JobRun.ended_at.desc()).limit(1))
+    """When a restore just ended every session, the login page says why the user is here: a restore that finished
+    in the last 15 minutes (its end), or one still running (True): the sessions end when its rows commit, a moment
+    before the run itself finishes (the old files are deleted after)."""
+    recent = db.session.execute(
+        db.select(JobRun.state, JobRun.ended_at).where(
+            JobRun.kind == "restore",
+            db.or_(db.and_(JobRun.state == "finished", JobRun.ended_at > utcnow() - timedelta(minutes=15)),
+                   JobRun.state == "started"))
+        .order_by(JobRun.created_at.desc()).limit(1)).first()
+    if recent is None:
+        return None
+    return recent.ended_at if recent.state == "finished" else True
 
 
 @bp.post("/logout")

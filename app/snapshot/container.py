@@ -195,6 +195,7 @@ class Reader:
         self.name = self.path.name
         self.max_members = max_members
         self._checked, self._database, self._bookkeeping, self._tallies = None, {}, {}, {}
+        self._on_close = []
         self.fd = None
         try:
             self.fd = os.open(self.path, os.O_RDONLY)
@@ -615,12 +616,18 @@ class Reader:
                                 f"{expected_size}; it was refused and nothing was changed.")
         return _MemberReader(self, info, check_crc)
 
+    def call_on_close(self, function):
+        """Run ``function()`` when this reader closes (what a reader's user made beside the archive, removed)."""
+        self._on_close.append(function)
+
     def close(self):
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
         if getattr(self, "_checked", None) is not None:
             self._checked.close()
+        while getattr(self, "_on_close", None):
+            self._on_close.pop()()
 
     def __enter__(self):
         return self

@@ -157,7 +157,8 @@ def check(reader, tables, report, progress, limits, thorough=True):
     except OSError as error:
         raise SnapshotError(f"The archive's database file cannot be unpacked beside it for its checks "
                             f"({error.strerror or error}); nothing was changed.") from None
-    finalizer = weakref.finalize(reader, _remove, temp)
+    finalizer = weakref.finalize(reader, _remove, temp)  # when the reader goes, if it is never closed
+    reader.call_on_close(finalizer)  # when it closes: a finalizer runs once, whichever comes first
     try:
         with os.fdopen(fd, "wb") as out:
             sink = _Decompressing(out, raw_bytes)

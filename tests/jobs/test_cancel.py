@@ -54,13 +54,15 @@ def test_a_running_backup_stops_removes_its_partial_file_and_frees_the_lock(work
     app = worker_app
     backups = Path(app.config["BACKUPS_DIR"])
     with app.app_context():
-        fill(db.engine, Path(app.config["UPLOADS_DIR"]), orders=20_000, files=80, file_size=1_000_000)
+        # Enough files that the run is still going when it is cancelled (a SQLite store's database part is copied
+        # in a moment).
+        fill(db.engine, Path(app.config["UPLOADS_DIR"]), orders=20_000, files=80, file_size=5_000_000)
         with app.test_request_context():
             run = start_run("backup", SUPER, parts="both")
     worker = rq_worker(app.worker_env)
     try:
         job = Job(run.id, connection=Redis.from_url(app.config["REDIS_URL"]), serializer=SERIALIZER)
-        wait_for(lambda: job.get_meta(refresh=True).get("phase") == "files", timeout=60)
+        wait_for(lambda: job.get_meta(refresh=True).get("phase") in ("database", "files"), timeout=60, interval=0.01)
         with app.app_context(), app.test_request_context():
             cancel_run(db.session.get(JobRun, run.id), SUPER)
         final = ended(app, run.id)
