@@ -223,18 +223,7 @@ def set_aside_constraints(connection, tables):
     if connection.dialect.name != "postgresql":
         return []
     preparer = connection.dialect.identifier_preparer
-    names = [t.name for t in tables]
-    found = connection.execute(sa.text(
-        "SELECT c.conrelid::regclass::text AS tbl, c.conname, c.contype, pg_get_constraintdef(c.oid) AS definition "
-        "FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid "
-        "WHERE r.relname = ANY(:names) AND r.relnamespace = current_schema()::regnamespace "
-        "AND c.contype IN ('f', 'u') ORDER BY c.conname"), {"names": names}).all()
-    indexes = connection.execute(sa.text(
-        "SELECT i.indexrelid::regclass::text AS idx, pg_get_indexdef(i.indexrelid) AS definition "
-        "FROM pg_index i JOIN pg_class r ON r.oid = i.indrelid "
-        "WHERE r.relname = ANY(:names) AND r.relnamespace = current_schema()::regnamespace "
-        "AND NOT i.indisprimary AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) "
-        "ORDER BY 1"), {"names": names}).all()
+    found, indexes = _keys_in_catalog(connection, tables, ("f", "u"))
     restore = []
     for row in sorted(found, key=lambda r: r.contype == "u"):  # foreign keys go first, unique ones after
         connection.exec_driver_sql(f"ALTER TABLE {row.tbl} DROP CONSTRAINT {preparer.quote(row.conname)}")
@@ -244,6 +233,26 @@ def set_aside_constraints(connection, tables):
         connection.exec_driver_sql(f"DROP INDEX {row.idx}")
         restore.append(row.definition)
     return restore
+
+
+def _keys_in_catalog(connection, tables, kinds):
+    """The tables' constraints of ``kinds`` (contype letters) and their indexes that belong to no constraint (so no
+    primary key's), from the server's own catalog, never from an archive."""
+    names = [t.name for t in tables]
+    found = connection.execute(sa.text(
+        "SELECT r.relname AS name, c.conrelid::regclass::text AS tbl, c.conname, c.contype, "
+        "pg_get_constraintdef(c.oid) AS definition, f.relname AS referenced, c.condeferrable, "
+        "CASE WHEN c.contype IN ('p', 'u') THEN pg_get_indexdef(c.conindid) END AS index_definition "
+        "FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid LEFT JOIN pg_class f ON f.oid = c.confrelid "
+        "WHERE r.relname = ANY(:names) AND r.relnamespace = current_schema()::regnamespace "
+        "AND c.contype = ANY(:kinds) ORDER BY c.conname"), {"names": names, "kinds": list(kinds)}).all()
+    indexes = connection.execute(sa.text(
+        "SELECT r.relname AS name, i.indexrelid::regclass::text AS idx, pg_get_indexdef(i.indexrelid) AS definition "
+        "FROM pg_index i JOIN pg_class r ON r.oid = i.indrelid "
+        "WHERE r.relname = ANY(:names) AND r.relnamespace = current_schema()::regnamespace "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) "
+        "ORDER BY 1, 2"), {"names": names}).all()
+    return found, indexes
 
 
 _PLAIN_KEY = re.compile(r"(PRIMARY KEY|UNIQUE) \([^()]*\)")
@@ -259,19 +268,7 @@ def set_aside_keys(connection, tables):
     foreign key also the keys of the table it refers to."""
     preparer = connection.dialect.identifier_preparer
     names = [t.name for t in tables]
-    found = connection.execute(sa.text(
-        "SELECT r.relname AS name, c.conrelid::regclass::text AS tbl, c.conname, c.contype, "
-        "pg_get_constraintdef(c.oid) AS definition, f.relname AS referenced, c.condeferrable, "
-        "CASE WHEN c.contype IN ('p', 'u') THEN pg_get_indexdef(c.conindid) END AS index_definition "
-        "FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid LEFT JOIN pg_class f ON f.oid = c.confrelid "
-        "WHERE r.relname = ANY(:names) AND r.relnamespace = current_schema()::regnamespace "
-        "AND c.contype IN ('f', 'u', 'p') ORDER BY c.conname"), {"names": names}).all()
-    indexes = connection.execute(sa.text(
-        "SELECT r.relname AS name, i.indexrelid::regclass::text AS idx, pg_get_indexdef(i.indexrelid) AS definition "
-        "FROM pg_index i JOIN pg_class r ON r.oid = i.indrelid "
-        "WHERE r.relname = ANY(:names) AND r.relnamespace = current_schema()::regnamespace "
-        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) "
-        "ORDER BY 1, 2"), {"names": names}).all()
+    found, indexes = _keys_in_catalog(connection, tables, ("f", "u", "p"))
     rank = {"f": 0, "u": 1, "p": 2}
     for row in sorted(found, key=lambda r: rank[r.contype]):  # foreign keys first: they use the others' indexes
         connection.exec_driver_sql(f"ALTER TABLE {row.tbl} DROP CONSTRAINT {preparer.quote(row.conname)}")

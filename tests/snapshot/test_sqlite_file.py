@@ -1,5 +1,6 @@
 """A SQLite store's backup holds its database file: copied back page for page, read as rows elsewhere, and
 refused, changing nothing, when the file is hostile (every case below is validly signed)."""
+import ast
 import hashlib
 import sqlite3
 import subprocess
@@ -138,7 +139,7 @@ def test_a_process_reading_during_the_restore_never_sees_a_mix(sqlite_store, mon
     out, _ = watcher.communicate(timeout=90)
     old = (len(damaged["orders"]), len(damaged["order_lines"]))
     new = (len(full["orders"]), len(full["order_lines"]))
-    assert set(eval(out)) == {old, new}  # both seen, and nothing else
+    assert set(ast.literal_eval(out.strip())) == {old, new}  # both seen, and nothing else
 
 
 def test_a_store_of_another_schema_gets_the_rows(sqlite_store, monkeypatch):
